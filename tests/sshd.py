@@ -1,0 +1,215 @@
+"""A private OpenSSH server on 127.0.0.1 for deploy tests (stdlib only).
+
+    with PrivateSshd(tmp_path / "sshd") as host:
+        subprocess.run(["ssh", *host.ssh_opts.split(), host.host_alias, "true"])
+
+CLI for demos: ``python tests/sshd.py start DIR`` / ``python tests/sshd.py stop DIR``.
+Set SSHD_BIN to use another sshd binary.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",  # Debian, Ubuntu
+    "/usr/libexec/openssh/sftp-server",  # Fedora, RHEL
+    "/usr/lib/ssh/sftp-server",  # Arch
+    "/usr/libexec/sftp-server",  # macOS, BSD
+)
+INSTALL_HINT = "sshd not found: install it with `apt-get install openssh-server`."
+
+
+def find_sshd() -> str | None:
+    if env := os.environ.get("SSHD_BIN"):
+        return env if os.access(env, os.X_OK) else None
+    return shutil.which("sshd", path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _is_sshd(pid: int) -> bool:
+    try:
+        return b"sshd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """TERM, wait up to 5 s, then KILL. Without proc, pid must be checked as sshd."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc is None and not _is_sshd(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if proc is not None:
+            try:
+                proc.wait(5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        deadline = time.monotonic() + 5
+        while _is_sshd(pid) and time.monotonic() < deadline:  # a zombie has no cmdline
+            time.sleep(0.05)
+
+
+class PrivateSshd:
+    def __init__(self, base: Path, host_alias: str = "deploy-test-host") -> None:
+        self.base = Path(base).resolve()
+        self.host_alias = host_alias
+        self.user = pwd.getpwuid(os.getuid()).pw_name
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # paths
+    @property
+    def identity(self) -> Path:
+        return self.base / "client_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.base / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.base / "ssh_config"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.base / "sshd.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "sshd.log"
+
+    @property
+    def ssh_opts(self) -> str:
+        """What to pass as SSH_OPTS: ssh and scp both take -F."""
+        return f"-F {shlex.quote(str(self.ssh_config))}"
+
+    def _keygen(self, path: Path) -> None:
+        if not path.exists():
+            subprocess.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", str(path)],
+                           check=True, stdin=subprocess.DEVNULL)
+
+    def _write_files(self) -> Path:
+        b = self.base
+        b.mkdir(parents=True, exist_ok=True)
+        self._keygen(b / "host_key")
+        self._keygen(self.identity)
+        (b / "authorized_keys").write_text(Path(f"{self.identity}.pub").read_text())
+        sftp = next((p for p in SFTP_SERVERS if os.access(p, os.X_OK)), "internal-sftp")
+        root = os.geteuid() == 0
+        if root:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
+        config = b / "sshd_config"
+        config.write_text("\n".join([
+            "ListenAddress 127.0.0.1", f"Port {self.port}",
+            f"HostKey {b / 'host_key'}", f"PidFile {self.pidfile}",
+            f"AuthorizedKeysFile {b / 'authorized_keys'}",
+            "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes", "UsePAM no", "StrictModes no",
+            f"Subsystem sftp {sftp}",
+            *(["PermitRootLogin prohibit-password"] if root else []),
+            f"AllowUsers {self.user}", "LogLevel ERROR", "PrintMotd no",
+            "MaxStartups 100:30:200", "MaxSessions 50", "",
+        ]))
+        host_pub = Path(b / "host_key.pub").read_text().split()[:2]
+        names = f"[127.0.0.1]:{self.port},[{self.host_alias}]:{self.port},{self.host_alias}"
+        self.known_hosts.write_text(f"{names} {' '.join(host_pub)}\n")
+        self.ssh_config.write_text("\n".join([
+            f"Host {self.host_alias}", "  HostName 127.0.0.1", f"  Port {self.port}",
+            f"  User {self.user}", f"  IdentityFile {self.identity}", "  IdentitiesOnly yes",
+            f"  UserKnownHostsFile {self.known_hosts}", "  BatchMode yes",
+            "  ConnectTimeout 5", "",
+        ]))
+        return config
+
+    def start(self, detach: bool = False) -> PrivateSshd:
+        """Start sshd and wait until it accepts connections. With detach, it outlives us."""
+        sshd_bin = find_sshd()
+        if sshd_bin is None:
+            raise RuntimeError(INSTALL_HINT)
+        self.port = free_port()
+        config = self._write_files()
+        self.pidfile.unlink(missing_ok=True)
+        with open(self.log, "wb") as log:
+            self._proc = subprocess.Popen(
+                [sshd_bin, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                stdout=log, stderr=log, start_new_session=detach)
+        # sshd writes its pidfile right after listen(): the port then accepts connections.
+        # (Probing with connect() instead would log "kex_exchange_identification" errors.)
+        deadline = time.monotonic() + 10
+        while not (self.pidfile.exists() and self.pidfile.read_text().strip()):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"sshd did not come up on port {self.port}; log:\n{tail}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Stop sshd (TERM, KILL after 5 s). Idempotent; works from the pidfile too."""
+        if self._proc is not None:
+            _terminate(self._proc.pid, self._proc)
+            self._proc = None
+        elif self.pidfile.exists():
+            _terminate(int(self.pidfile.read_text().split()[0]))
+        self.pidfile.unlink(missing_ok=True)
+
+    def run(self, cmd: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on the host through ssh with our config."""
+        return subprocess.run(["ssh", "-F", str(self.ssh_config), self.host_alias, cmd],
+                              capture_output=True, text=True, check=check, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def __enter__(self) -> PrivateSshd:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python tests/sshd.py start|stop DIR", file=sys.stderr)
+        return 64
+    host = PrivateSshd(Path(argv[1]))
+    host.stop()  # a start replaces a previous sshd in DIR
+    if argv[0] == "stop":
+        return 0
+    if find_sshd() is None:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 2
+    try:
+        host.start(detach=True)
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+    env = (f"SSH_OPTS={shlex.quote(host.ssh_opts)}\nREMOTE_HOST={host.host_alias}\n"
+           f"SSH_PORT={host.port}\n")
+    (host.base / "sshd.env").write_text(env)
+    print(env, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
