@@ -1,0 +1,45 @@
+"""gunicorn settings for a deployed release, taken from the app's own INI files.
+
+remote.sh starts gunicorn from the release directory through its own venv
+(releases/<id>/venv/bin/gunicorn), never through the `current` link, and sets the
+{{ cookiecutter.package_name | upper }}_* variables below. Command-line flags win over this file (the smoke boot
+uses that to bind a private unix socket).
+"""
+import os
+
+from {{ cookiecutter.package_name }}.config import ConfigError, load_config
+
+_env = os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
+_shared = os.environ.get("{{ cookiecutter.package_name | upper }}_SHARED_DIR", os.path.abspath("../../shared"))
+try:
+    _config = load_config(_env)
+except ConfigError as exc:
+    raise SystemExit(f"configuration for {_env} is invalid:\n{exc}") from None
+
+wsgi_app = "{{ cookiecutter.package_name }}.wsgi:app"
+bind = [f"{_config['server']['host']}:{_config['server']['port']}"]
+workers = _config["server"]["workers"]
+threads = _config["server"]["threads"]
+timeout = _config["server"]["timeout"]
+graceful_timeout = timeout
+daemon = True
+pidfile = os.path.join(_shared, "run", "gunicorn.pid")
+errorlog = os.path.join(_shared, "log", "gunicorn.log")
+accesslog = os.path.join(_shared, "log", "access.log")
+loglevel = _config["app"]["log_level"].lower()
+# gunicorn >= 25 opens a control socket at one fixed path per user; apps must not share it.
+control_socket_disable = True
+
+
+def pre_exec(server):
+    """On USR2, re-exec into the release `current` points to now, not the one we started from.
+
+    gunicorn re-execs its own sys.executable and argv, i.e. the old release's venv.
+    START_CTX is gunicorn internals: tests/test_deploy.py pins the behaviour.
+    """
+    release = os.path.realpath(os.environ["{{ cookiecutter.package_name | upper }}_CURRENT"])
+    python = os.path.join(release, "venv", "bin", "python")
+    args = [python, os.path.join(release, "venv", "bin", "gunicorn"),
+            "-c", os.path.join(release, "deploy", "gunicorn.conf.py")]
+    server.START_CTX.update({0: python, "args": args, "cwd": release})
+    server.log.info("re-exec into %s", release)

@@ -1,0 +1,372 @@
+#!/bin/sh
+# Host-side half of every deploy target: `sh remote.sh <command> [args]`, one function
+# per command. The Makefile sends this file over ssh and runs it; it is also shipped
+# in each release (releases/<id>/deploy/remote.sh) for running by hand on the host.
+#
+# Settings come from the environment: APP_DIR (required; relative means under $HOME),
+# PORT, APP_ENV (prod), KEEP_RELEASES (5), PYTHON (python3), STOP_TIMEOUT (30),
+# BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock).
+set -eu
+
+PKG={{ cookiecutter.package_name }}
+DIST={{ cookiecutter.project_slug }}
+VARS={{ cookiecutter.package_name | upper }}   # prefix of the app's environment variables
+APP_ENV=${APP_ENV:-prod}
+KEEP_RELEASES=${KEEP_RELEASES:-5}
+PYTHON=${PYTHON:-python3}
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+BOOT_TIMEOUT=${BOOT_TIMEOUT:-60}
+
+# --- helpers ----------------------------------------------------------------------
+
+# Output never kills us: the ssh client may be gone (Ctrl-C) while we finish the job.
+say() { printf '%s\n' "$*" 2>/dev/null || true; }
+die() { say "error: $*" >&2 2>/dev/null || true; exit 1; }
+now_ms() { t=$(date +%s%N); echo "${t%??????}"; }
+
+# Run one named step and print how long it took.
+step() {
+    name=$1; shift
+    started=$(now_ms)
+    "$@"
+    ms=$(( $(now_ms) - started ))
+    say "  $name: $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s"
+}
+
+setup_paths() {
+    [ -n "${APP_DIR:-}" ] || die "APP_DIR is not set"
+    case $APP_DIR in /*) ;; *) APP_DIR=$HOME/$APP_DIR ;; esac
+    mkdir -p "$APP_DIR/releases" "$APP_DIR/shared/log" "$APP_DIR/shared/run" "$APP_DIR/.incoming"
+    APP_DIR=$(cd "$APP_DIR" && pwd -P)
+    RELEASES=$APP_DIR/releases
+    SHARED=$APP_DIR/shared
+    RUN=$SHARED/run
+    LOG=$SHARED/log
+    CURRENT=$APP_DIR/current
+    LOCK=$APP_DIR/.deploy.lock
+    PIDFILE=$RUN/gunicorn.pid
+    export "${VARS}_ENV=$APP_ENV" "${VARS}_SHARED_DIR=$SHARED" "${VARS}_CURRENT=$CURRENT" \
+        "${VARS}_LOCAL_CONFIG=$SHARED/local.ini"
+    if [ -n "${PORT:-}" ]; then export "${VARS}_SERVER_PORT=$PORT"; fi
+}
+
+# A pid is ours only if /proc says it runs this app's gunicorn: pids are reused.
+is_master() {
+    [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] &&
+        tr '\0' ' ' <"/proc/$1/cmdline" | grep -q "$RELEASES/.*/venv/bin/gunicorn"
+}
+
+# Print the running master's pid (from pidfile $1, default the main one); fail if none.
+master_pid() {
+    file=${1:-$PIDFILE}
+    pid=$(cat "$file" 2>/dev/null || true)
+    is_master "$pid" && echo "$pid"
+}
+
+wait_gone() {  # pid seconds
+    i=0
+    while [ -d "/proc/$1" ] && [ "$i" -lt $(($2 * 10)) ]; do sleep 0.1; i=$((i + 1)); done
+    [ ! -d "/proc/$1" ]
+}
+
+healthz() {  # [healthz.py args...]: ask the app on PORT
+    "$PYTHON" "$(current_dir)/deploy/healthz.py" --port "$PORT" "$@"
+}
+
+current_dir() { readlink -f "$CURRENT"; }
+current_id() { basename "$(current_dir)"; }
+release_time() { echo "${1##*-}"; }
+
+# Finished releases, oldest first (ids end in a UTC timestamp; versions do not sort).
+finished_releases() {
+    for dir in "$RELEASES"/*/; do
+        [ -d "$dir" ] && [ ! -e "$dir.unfinished" ] || continue
+        id=$(basename "$dir")
+        echo "$(release_time "$id") $id"
+    done | sort | cut -d' ' -f2
+}
+
+previous_id() {  # the newest finished release older than current
+    cur=$(current_id)
+    finished_releases | awk -v cur="$cur" '$0 == cur { print prev; exit } { prev = $0 }'
+}
+
+# --- the deploy lock: mkdir is atomic; the holder's pid tells a stale lock apart -----
+
+lock_describe() { tr '\n' ' ' <"$LOCK/info" 2>/dev/null || echo "no details"; }
+
+lock() {
+    if ! mkdir "$LOCK" 2>/dev/null; then
+        holder=$(sed -n 's/^pid=//p' "$LOCK/info" 2>/dev/null || true)
+        if [ -z "$holder" ] || tr '\0' ' ' <"/proc/$holder/cmdline" 2>/dev/null | grep -q remote.sh; then
+            die "another deploy holds the lock on $APP_DIR ($(lock_describe)); wait for it, or run make unlock if it is dead"
+        fi
+        say "taking over a stale deploy lock ($(lock_describe))"
+        rm -rf "$LOCK"
+        mkdir "$LOCK" 2>/dev/null || die "another deploy took the lock on $APP_DIR just now"
+    fi
+    LOCKED=1
+    printf 'who=%s\nwhen=%s\nversion=%s\npid=%s\n' "${DEPLOY_WHO:-unknown}" \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${1:-}" "$$" >"$LOCK/info"
+}
+
+unlock_if_held() { if [ "${LOCKED:-0}" = 1 ]; then rm -rf "$LOCK"; LOCKED=0; fi; }
+
+# On any exit: a switched-but-unhealthy release is switched back, the lock released.
+on_exit() {
+    status=$?
+    if [ "${SWITCHED_FROM:-}" ]; then
+        say "switching current back to $SWITCHED_FROM"
+        switch_to "$SWITCHED_FROM"
+        if ! master_pid >/dev/null; then start_master >/dev/null 2>&1 || true; fi
+        say "now serving: $(current_id)"
+    fi
+    if [ -n "${SMOKE_PID:-}" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; fi
+    unlock_if_held
+    exit "$status"
+}
+
+# --- install a release --------------------------------------------------------------
+
+new_release_id() {  # version
+    while :; do
+        id="$1-$(date -u +%Y%m%dT%H%M%SZ)"
+        [ -e "$RELEASES/$id" ] || break
+        sleep 1
+    done
+    echo "$id"
+}
+
+ensure_local_ini() {
+    [ -e "$SHARED/local.ini" ] && return 0
+    key=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')
+    (umask 077 && printf '# Host-local settings, never overwritten by a deploy.\n[app]\nsecret_key = %s\n' \
+        "$key" >"$SHARED/local.ini.tmp") && mv "$SHARED/local.ini.tmp" "$SHARED/local.ini"
+    say "  wrote $SHARED/local.ini with a generated secret_key (mode 0600)"
+}
+
+# Verify the upload, unpack it into releases/<id>, build its venv offline; sets RELEASE_ID.
+install_release() {  # tarball-name sha256
+    tarball=$APP_DIR/.incoming/$1
+    [ -f "$tarball" ] || die "upload $1 is not in $APP_DIR/.incoming"
+    actual=$(sha256sum "$tarball" | cut -d' ' -f1)
+    [ "$actual" = "$2" ] || die "upload $1 is incomplete or corrupt (sha256 mismatch); nothing was installed"
+    unpack=$APP_DIR/.incoming/unpack.$$
+    rm -rf "$unpack" && mkdir "$unpack"
+    tar -xzf "$tarball" -C "$unpack" --strip-components=1 || die "cannot unpack $1"
+    (cd "$unpack" && sha256sum --check --quiet --strict SHA256SUMS) ||
+        die "files of $1 do not match its SHA256SUMS; nothing was installed"
+    version=$(sed -n 's/^version=//p' "$unpack/RELEASE")
+    RELEASE_ID=$(new_release_id "$version")
+    dir=$RELEASES/$RELEASE_ID
+    : >"$unpack/.unfinished"  # removed only when the venv is complete
+    mv "$unpack" "$dir"
+    "$PYTHON" -m venv "$dir/venv" || die "cannot create a venv with $PYTHON on the host (is python3-venv installed?)"
+    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
+        --find-links "$dir/wheels" "$DIST==$version" ||
+        die "offline install of $DIST $version into $dir/venv failed"
+    rm -f "$dir/.unfinished" "$tarball"
+    say "  installed release $RELEASE_ID"
+}
+
+# --- run releases -----------------------------------------------------------------
+
+# Start the release `current` points to, detached, through its resolved path.
+start_master() {
+    dir=$(current_dir)
+    (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py") \
+        </dev/null >>"$LOG/gunicorn.log" 2>&1
+    healthz --release "$(basename "$dir")" --wait "$BOOT_TIMEOUT" >/dev/null
+}
+
+port_taken() {
+    "$PYTHON" -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$PORT"
+}
+
+running_port() { cat "$RUN/port" 2>/dev/null || true; }
+
+check_port() {  # refuse before touching anything when PORT cannot be ours
+    [ -n "${PORT:-}" ] || die "PORT is not set"
+    if pid=$(master_pid); then
+        was=$(running_port)
+        if [ -n "$was" ] && [ "$was" != "$PORT" ]; then
+            die "the app runs on port $was (pid $pid); run make stop before moving it to port $PORT"
+        fi
+    elif port_taken; then
+        die "port $PORT on $(hostname) is already in use by another program; nothing was changed"
+    fi
+}
+
+# Boot release $1 on a private unix socket and require /healthz before it takes traffic.
+smoke_boot() {
+    dir=$RELEASES/$1
+    sock=$RUN/smoke.sock
+    rm -f "$sock" "$RUN/smoke.pid" "$LOG/smoke.log"
+    (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py" \
+        --bind "unix:$sock" --workers 1 --pid "$RUN/smoke.pid" \
+        --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 || true
+    ok=0
+    "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null && ok=1
+    SMOKE_PID=$(cat "$RUN/smoke.pid" 2>/dev/null || true)
+    if [ -n "$SMOKE_PID" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; wait_gone "$SMOKE_PID" 10 || true; fi
+    SMOKE_PID=
+    if [ "$ok" != 1 ]; then
+        say "--- last lines of $LOG/smoke.log:" >&2
+        tail -n 20 "$LOG/smoke.log" >&2 2>/dev/null || true
+        die "release $1 failed its smoke boot (no healthy /healthz on a private socket); it was not switched to, and what ran before runs unchanged"
+    fi
+}
+
+# Point `current` at release $1 atomically: a temp link renamed over it.
+switch_to() {
+    ln -sfn "releases/$1" "$APP_DIR/.current.tmp.$$"
+    mv -T "$APP_DIR/.current.tmp.$$" "$CURRENT"
+}
+
+# USR2 hand-over: the old master forks a new one that runs `current` (see pre_exec in
+# gunicorn.conf.py); both share the listening socket, so no request is refused.
+handover() {  # release id now current
+    old=$(master_pid) || { start_master; return; }
+    rm -f "$PIDFILE.2"
+    kill -USR2 "$old"
+    if ! healthz --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null; then
+        if new=$(master_pid "$PIDFILE.2"); then kill -TERM "$new"; wait_gone "$new" "$STOP_TIMEOUT" || kill -KILL "$new"; fi
+        say "--- last lines of $LOG/gunicorn.log:" >&2
+        tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+        die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
+    fi
+    kill -TERM "$old"
+    wait_gone "$old" "$((STOP_TIMEOUT + 5))" || kill -KILL "$old" 2>/dev/null || true
+    # The new master renames gunicorn.pid.2 to gunicorn.pid once it sees its parent gone.
+    i=0
+    until master_pid >/dev/null || [ "$i" -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+}
+
+# Smoke-boot, switch, hand over, confirm; on failure after the switch on_exit switches back.
+activate() {  # release id
+    step smoke_boot smoke_boot "$1"
+    SWITCHED_FROM=
+    [ -L "$CURRENT" ] && SWITCHED_FROM=$(current_id)
+    step switch switch_to "$1"
+    step handover handover "$1"
+    echo "$PORT" >"$RUN/port"
+    SWITCHED_FROM=
+}
+
+# --- commands -----------------------------------------------------------------------
+
+cmd_install() {  # tarball sha256: copy's host half
+    lock "$1"
+    step install install_release "$1" "$2"
+    say "release_id=$RELEASE_ID"
+}
+
+cmd_deploy() {  # tarball sha256
+    check_port
+    lock "$1"
+    ensure_local_ini
+    step install install_release "$1" "$2"
+    activate "$RELEASE_ID"
+    step prune cmd_prune
+    say "deployed $RELEASE_ID: serving on port $PORT"
+}
+
+cmd_start() {
+    if pid=$(master_pid); then say "already running: release $(current_id), pid $pid"; return 0; fi
+    [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
+    check_port
+    ensure_local_ini
+    if ! start_master; then
+        say "--- last lines of $LOG/gunicorn.log:" >&2
+        tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+        die "release $(current_id) did not answer /healthz on port $PORT within ${BOOT_TIMEOUT}s"
+    fi
+    echo "$PORT" >"$RUN/port"
+    say "started release $(current_id) on port $PORT (pid $(master_pid))"
+}
+
+cmd_stop() {
+    pid=$(master_pid) || { rm -f "$PIDFILE"; say "not running"; return 0; }
+    kill -TERM "$pid"
+    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
+        say "pid $pid ignored TERM for ${STOP_TIMEOUT}s: sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || true
+    fi
+    rm -f "$PIDFILE"
+    say "stopped (was pid $pid)"
+}
+
+cmd_restart() {  # zero-downtime when running, a plain start otherwise
+    [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
+    lock restart
+    if master_pid >/dev/null; then step handover handover "$(current_id)"; else cmd_start; fi
+}
+
+cmd_rollback() {
+    [ -L "$CURRENT" ] || die "no release is current on this host yet: nothing to roll back"
+    check_port
+    lock rollback
+    prev=$(previous_id)
+    [ -n "$prev" ] || die "no release older than $(current_id) to roll back to"
+    say "rolling back from $(current_id) to $prev"
+    activate "$prev"
+    say "rolled back: serving $prev on port $PORT"
+}
+
+cmd_status() {
+    if [ ! -L "$CURRENT" ]; then say "no release is current in $APP_DIR"; return 1; fi
+    say "release: $(current_id)"
+    pid=$(master_pid) || { say "master: not running"; return 1; }
+    say "master: pid $pid, up $(ps -o etime= -p "$pid" | tr -d ' ')"
+    say "port: ${PORT}"
+    if answer=$(healthz); then say "healthz: $answer"; else say "healthz: FAILED: $answer"; return 1; fi
+}
+
+cmd_logs() { tail -n "${LINES:-100}" "$LOG/gunicorn.log" 2>/dev/null || say "no log yet in $LOG"; }
+
+cmd_releases() {
+    cur=$( [ -L "$CURRENT" ] && current_id || true)
+    for id in $(finished_releases); do
+        if [ "$id" = "$cur" ]; then say "* $id (current)"; else say "  $id"; fi
+    done
+    for dir in "$RELEASES"/*/; do
+        [ -e "$dir.unfinished" ] && say "  $(basename "$dir") (unfinished, removed by the next deploy)"
+    done
+    return 0
+}
+
+cmd_unlock() {
+    if [ -d "$LOCK" ]; then say "removing deploy lock ($(lock_describe))"; rm -rf "$LOCK"; else say "no deploy lock held"; fi
+}
+
+# Keep the newest KEEP_RELEASES, never current or the one before; drop unfinished work.
+cmd_prune() {
+    cur=$( [ -L "$CURRENT" ] && current_id || true)
+    prev=$( [ -L "$CURRENT" ] && previous_id || true)
+    for dir in "$RELEASES"/*/; do
+        if [ -e "$dir.unfinished" ]; then rm -rf "$dir"; fi
+    done
+    finished_releases | head -n "-$KEEP_RELEASES" | while read -r id; do
+        [ "$id" = "$cur" ] || [ "$id" = "$prev" ] || rm -rf "${RELEASES:?}/$id"
+    done
+    find "$APP_DIR/.incoming" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
+}
+
+main() {
+    command=${1:-}
+    [ $# -gt 0 ] && shift
+    setup_paths
+    trap on_exit EXIT
+    trap 'exit 130' INT TERM
+    trap '' HUP PIPE
+    case $command in
+        install) [ $# -eq 2 ] || die "usage: remote.sh install TARBALL SHA256"; cmd_install "$@" ;;
+        deploy) [ $# -eq 2 ] || die "usage: remote.sh deploy TARBALL SHA256"; cmd_deploy "$@" ;;
+        start | stop | restart | rollback | status | logs | releases | unlock | prune) "cmd_$command" ;;
+        smoke_boot | activate) lock "$command"; "$command" "$@" ;;
+        *) die "unknown command '$command' (install deploy start stop restart rollback status logs releases unlock prune smoke_boot activate)" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,52 @@
+"""{{ cookiecutter.project_name }}: the Flask application factory."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from flask import Flask
+
+from .config import ConfigError, load_config, runtime_errors
+
+__version__ = "{{ cookiecutter.version }}"
+
+
+def release_id() -> str:
+    """Name of the release directory this process runs from, or "dev" outside a release.
+
+    A release's venv lives at releases/<id>/venv, so the id is read off sys.prefix:
+    it follows the interpreter the process was started with, which is what a hand-over
+    changes.
+    """
+    release_dir = Path(sys.prefix).parent
+    if Path(sys.prefix).name == "venv" and (release_dir / "RELEASE").is_file():
+        return release_dir.name
+    return "dev"
+
+
+def create_app(env: str | None = None) -> Flask:
+    """Build the app for `env` (default: the {{ cookiecutter.package_name | upper }}_ENV variable, else prod)."""
+    import os
+
+    env = env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
+    config = load_config(env)
+    problems = runtime_errors(config)
+    if problems:
+        raise ConfigError(problems)
+
+    app = Flask(__name__)
+    app.config.update(
+        APP_ENV=env,
+        DEBUG=config["app"]["debug"],
+        SECRET_KEY=config["app"]["secret_key"],
+        RELEASE_ID=release_id(),
+        VERSION=__version__,
+        PROJECT_NAME="{{ cookiecutter.project_name | replace('"', '\\"') }}",
+    )
+    app.logger.setLevel(getattr(logging, config["app"]["log_level"]))
+
+    from .views import bp
+
+    app.register_blueprint(bp)
+    return app

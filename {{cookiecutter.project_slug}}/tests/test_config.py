@@ -1,0 +1,122 @@
+"""The INI schema: every kind of error is reported, all at once, naming file, section and key."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.cli import main
+from {{ cookiecutter.package_name }}.config import ENV_PREFIX, ConfigError, load_config
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+@pytest.fixture()
+def config_dir(tmp_path):
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG, target)
+    return target
+
+
+def errors_for(config_dir, env="test", environ=None, **files):
+    for name, text in files.items():
+        (config_dir / f"{name}.ini").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(env, config_dir=config_dir, environ=environ or {})
+    return caught.value.errors
+
+
+@pytest.mark.parametrize("env", ["dev", "test", "prod"])
+def test_shipped_configs_are_valid(env):
+    config = load_config(env, config_dir=CONFIG, environ={})
+    assert 1 <= config["server"]["port"] <= 65535
+
+
+def test_env_file_overrides_base_and_environment_overrides_both(config_dir):
+    config = load_config("dev", config_dir=config_dir, environ={f"{ENV_PREFIX}SERVER_WORKERS": "7"})
+    assert config["app"]["debug"] is True
+    assert config["server"]["workers"] == 7
+
+
+def test_local_file_is_read_last(config_dir, tmp_path):
+    local = tmp_path / "local.ini"
+    local.write_text("[app]\nsecret_key = from-the-host\n")
+    config = load_config("prod", config_dir=config_dir, local_file=local, environ={})
+    assert config["app"]["secret_key"] == "from-the-host"
+
+
+def test_here_is_the_directory_of_the_file(config_dir):
+    (config_dir / "test.ini").write_text("[app]\nsecret_key = %(here)s/key\n")
+    assert load_config("test", config_dir=config_dir, environ={})["app"]["secret_key"] == f"{config_dir}/key"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[server]\nport = abc\n", "[server] port: 'abc' is not an integer"),
+        ("[server]\nport = 70000\n", "[server] port: 70000 is out of range (must be between 1 and 65535)"),
+        ("[server]\nworkers = 0\n", "[server] workers: 0 is out of range (must be at least 1)"),
+        ("[app]\ndebug = maybe\n", "[app] debug: 'maybe' is not a boolean"),
+        ("[app]\nlog_level = LOUD\n", "[app] log_level: 'LOUD' is not one of DEBUG"),
+        ("[serverr]\nport = 1\n", "unknown section [serverr]"),
+        ("[server]\nprot = 1\n", "[server] unknown key 'prot'"),
+        ("port = 1\n", "not a valid INI file"),
+        ("[server]\nport = 1\nport = 2\n", "not a valid INI file"),
+        ("[app]\nsecret_key = %(nope)s\n", "[app] secret_key:"),
+    ],
+)
+def test_each_error_names_file_section_and_key(config_dir, text, expected):
+    errors = errors_for(config_dir, test=text)
+    assert any(expected in e and "test.ini" in e for e in errors), errors
+
+
+def test_every_problem_is_reported_at_once(config_dir):
+    errors = errors_for(config_dir, test="[server]\nport = abc\nworkers = -1\n[app]\ndebug = maybe\n")
+    assert len(errors) == 3
+
+
+def test_missing_key_names_the_files_looked_in(config_dir):
+    (config_dir / "base.ini").write_text((CONFIG / "base.ini").read_text().replace("timeout = 30\n", ""))
+    errors = errors_for(config_dir)
+    assert any("[server] timeout is missing" in e and "base.ini" in e for e in errors), errors
+
+
+def test_bad_environment_variable_is_named(config_dir):
+    errors = errors_for(config_dir, environ={f"{ENV_PREFIX}SERVER_PORT": "x"})
+    assert any(f"environment variable {ENV_PREFIX}SERVER_PORT" in e for e in errors), errors
+
+
+def test_prod_refuses_debug(config_dir):
+    errors = errors_for(config_dir, env="prod", prod="[app]\ndebug = true\n")
+    assert any("debug is on for prod" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("secret", [None, "", "change-me"])
+def test_prod_app_refuses_missing_or_placeholder_secret(config_dir, monkeypatch, tmp_path, secret):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(f"{ENV_PREFIX}LOCAL_CONFIG", raising=False)
+    if secret is not None:
+        (config_dir / "local.ini").write_text(f"[app]\nsecret_key = {secret}\n")
+        monkeypatch.setenv(f"{ENV_PREFIX}LOCAL_CONFIG", str(config_dir / "local.ini"))
+    with pytest.raises(ConfigError, match="secret_key is missing or a placeholder"):
+        create_app("prod")
+
+
+def test_prod_app_starts_with_a_real_secret(config_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (config_dir / "local.ini").write_text("[app]\nsecret_key = 3f1c9a0e7b\n")
+    monkeypatch.setenv(f"{ENV_PREFIX}LOCAL_CONFIG", str(config_dir / "local.ini"))
+    assert create_app("prod").config["SECRET_KEY"] == "3f1c9a0e7b"
+
+
+def test_check_config_command_reports_and_fails(config_dir, capsys):
+    (config_dir / "prod.ini").write_text("[server]\nport = abc\n")
+    assert main(["check-config", "--config-dir", str(config_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "dev: ok" in captured.out and "test: ok" in captured.out
+    assert "prod.ini: [server] port: 'abc' is not an integer" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_check_config_does_not_demand_prods_secret(config_dir):
+    assert main(["check-config", "--env", "prod", "--config-dir", str(config_dir)]) == 0
