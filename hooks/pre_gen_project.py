@@ -1,0 +1,198 @@
+"""Refuse bad cookiecutter answers before any file is rendered.
+
+Cookiecutter renders this file with Jinja, then runs it with the project
+directory as cwd.  Every problem is reported on stderr as one sentence and the
+hook exits 1; cookiecutter then deletes the project directory it created.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import os
+import re
+import subprocess
+import sys
+from pathlib import PurePath
+
+# `tojson` escapes backslashes, newlines and quotes (even "'"), so each answer
+# renders as JSON text that fits in a raw '...' literal whatever the user typed.
+# The quotes must stay single: keep formatters away.
+# fmt: off
+ANSWERS: dict[str, str] = {
+    name: str(json.loads(raw))
+    for name, raw in {
+        "project_slug": r'{{ cookiecutter.project_slug | tojson }}',
+        "package_name": r'{{ cookiecutter.package_name | tojson }}',
+        "author_email": r'{{ cookiecutter.author_email | tojson }}',
+        "version": r'{{ cookiecutter.version | tojson }}',
+        "python_version": r'{{ cookiecutter.python_version | tojson }}',
+        "port": r'{{ cookiecutter.port | tojson }}',
+        "_output_dir": r'{{ cookiecutter._output_dir | default("") | tojson }}',
+    }.items()
+}
+# fmt: on
+
+# Modules a package of this name would shadow: the project's dependencies and
+# tools, and the standard library.  sys.stdlib_module_names is the list of the
+# Python running cookiecutter and leaves out "test"; the project may target an
+# older Python, so the modules removed in 3.12 and 3.13 are listed too.
+SHADOWED = sys.stdlib_module_names | set(
+    "flask gunicorn werkzeug jinja2 click itsdangerous markupsafe blinker"
+    " setuptools pip wheel build pytest cookiecutter test"
+    " asynchat asyncore distutils imp smtpd"  # removed in 3.12
+    " aifc audioop cgi cgitb chunk crypt imghdr lib2to3 mailcap msilib nis nntplib"
+    " ossaudiodev pipes sndhdr spwd sunau telnetlib uu xdrlib".split()  # removed in 3.13
+)
+
+# packaging.version.VERSION_PATTERN (the pre-3.11 form, without possessive
+# quantifiers), written out because `packaging` may not be installed here.
+VERSION_PATTERN = r"""
+    v?
+    (?a:
+        (?:(?P<epoch>[0-9]+)!)?
+        (?P<release>[0-9]+(?:\.[0-9]+)*)
+        (?P<pre>
+            [._-]?
+            (?P<pre_l>alpha|a|beta|b|preview|pre|c|rc)
+            [._-]?
+            (?P<pre_n>[0-9]+)?
+        )?
+        (?P<post>
+            (?:-(?P<post_n1>[0-9]+))
+            |
+            (?:
+                [._-]?
+                (?P<post_l>post|rev|r)
+                [._-]?
+                (?P<post_n2>[0-9]+)?
+            )
+        )?
+        (?P<dev>
+            [._-]?
+            (?P<dev_l>dev)
+            [._-]?
+            (?P<dev_n>[0-9]+)?
+        )?
+    )
+    (?a:\+(?P<local>[a-z0-9]+(?:[._-][a-z0-9]+)*))?
+"""
+
+SLUG_RULE = "use lowercase letters, digits, '-' and '_', starting with a letter"
+
+
+def is_path(slug: str) -> bool:
+    return "/" in slug or "\\" in slug or ".." in slug
+
+
+def check_slug(slug: str) -> list[str]:
+    if re.fullmatch(r"[a-z][a-z0-9_-]*", slug):
+        return []
+    if is_path(slug):
+        return [f"project_slug {slug!r} is not valid: it must be a name, not a path; {SLUG_RULE}."]
+    return [f"project_slug {slug!r} is not valid: {SLUG_RULE}."]
+
+
+def check_package(package: str, slug: str) -> list[str]:
+    if package == slug.replace("-", "_"):
+        subject = f"package_name {package!r} (derived from project_slug {slug!r})"
+        remedy = "choose another project_slug or set package_name"
+    else:
+        subject, remedy = f"package_name {package!r}", "choose another package_name"
+    if not (package.isidentifier() and package.isascii()):
+        problem = "is not an importable name (ASCII letters, digits, '_'; no leading digit)"
+    elif keyword.iskeyword(package):
+        problem = "is a Python keyword"
+    elif package.lower() in SHADOWED:  # lower(): case-insensitive file systems
+        problem = f"would shadow the module {package.lower()!r}"
+    else:
+        return []
+    return [f"{subject} {problem}; {remedy}."]
+
+
+def check_others(answers: dict[str, str]) -> list[str]:
+    errors = []
+    port = answers["port"]
+    if not (re.fullmatch(r"[1-9][0-9]{0,4}", port) and int(port) <= 65535):
+        errors.append(f"port {port!r} is not valid: use a whole number from 1 to 65535.")
+    email = answers["author_email"]
+    local, _, domain = email.partition("@")
+    labels = domain.split(".")
+    has_space = any(c.isspace() for c in email)
+    if email.count("@") != 1 or not local or len(labels) < 2 or not all(labels) or has_space:
+        errors.append(f"author_email {email!r} is not valid: use an address like a@example.org.")
+    version = answers["version"]
+    if not re.fullmatch(VERSION_PATTERN, version, re.VERBOSE | re.IGNORECASE):
+        errors.append(f"version {version!r} is not valid: use a PEP 440 version like 1.0.0rc1.")
+    python = answers["python_version"]
+    if not re.fullmatch(r"3\.[1-9][0-9]+", python):
+        errors.append(f"python_version {python!r} is not valid: use 3.10 or later, like 3.12.")
+    return errors
+
+
+def remove_created_parents_later(slug: str, output_dir: str) -> None:
+    """Remove the directories a slug like 'a/b' made cookiecutter create.
+
+    Cookiecutter creates <output_dir>/<slug> with all its parents *before*
+    running this hook, and on failure only rmtree's <output_dir>/<slug>, so
+    'a' would stay behind.  Nothing of ours runs after that rmtree, so a
+    detached helper waits (at most 5 s) for it, then rmdir's the empty
+    directories the slug's components named, deepest first, strictly inside
+    output_dir (paths escaping it, e.g. '../x/y' or '/abs/x', are left alone).
+    An empty parent that existed before cookiecutter ran looks the same and
+    goes too.
+    """
+    if not output_dir:  # not run through cookiecutter.main: nothing known
+        return
+    project_dir = os.path.normpath(os.path.join(output_dir, slug))
+    parts = PurePath(slug).parts
+    prefixes = (parts[:i] for i in range(1, len(parts)))
+    created = {os.path.normpath(os.path.join(output_dir, *prefix)) for prefix in prefixes}
+    created.discard(project_dir)  # that one is cookiecutter's to remove (or keep)
+    parents = sorted((d for d in created if is_inside(d, output_dir)), key=len, reverse=True)
+    if not parents:
+        return
+    helper = (
+        "import os, sys, time\n"
+        "project_dir, *parents = sys.argv[1:]\n"
+        "deadline = time.monotonic() + 5\n"
+        "while os.path.lexists(project_dir) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "for d in parents:  # deepest first; rmdir only removes empty ones\n"
+        "    try: os.rmdir(d)\n"
+        "    except OSError: pass\n"
+    )
+    try:
+        subprocess.Popen(
+            [sys.executable, "-I", "-c", helper, project_dir, *parents],
+            cwd=output_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlive the hook, away from its terminal
+        )
+    except OSError:
+        pass  # best effort: the answers are refused either way
+
+
+def is_inside(path: str, root: str) -> bool:
+    """True if path is strictly below root (both absolute and normalised)."""
+    try:
+        return path != root and os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives on Windows
+        return False
+
+
+def main() -> int:
+    slug, package = ANSWERS["project_slug"], ANSWERS["package_name"]
+    errors = check_slug(slug) + check_package(package, slug) + check_others(ANSWERS)
+    if not errors:
+        return 0
+    if is_path(slug):
+        remove_created_parents_later(slug, ANSWERS["_output_dir"])
+    print("\n".join(errors), file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
