@@ -1,0 +1,47 @@
+"""Shared fixtures: a baked project (made once per session) and a private sshd host."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sshd import PrivateSshd  # noqa: E402
+
+
+def bake(output_dir: Path, **answers: str) -> Path:
+    """Bake the template for real (no input) and return the project directory."""
+    project = cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers)
+    return Path(project)
+
+
+def make(project: Path, *args: str, check: bool = True, timeout: float = 600, **variables: str):
+    """Run `make ARGS VAR=value…` in a baked project; returns the CompletedProcess."""
+    command = ["make", "--no-print-directory", *args, *(f"{k}={v}" for k, v in variables.items())]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def baked_project(tmp_path_factory) -> Path:
+    """The default bake, a git repository with its venv made once (`make venv`)."""
+    project = bake(tmp_path_factory.mktemp("bake"))
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    make(project, "venv")
+    return project
+
+
+@pytest.fixture(scope="session")
+def sshd_host(tmp_path_factory):
+    if not Path("/usr/sbin/sshd").exists() and not os.environ.get("SSHD_BIN"):
+        pytest.skip("no sshd binary: apt-get install openssh-server")
+    with PrivateSshd(tmp_path_factory.mktemp("sshd")) as host:
+        yield host
