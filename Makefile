@@ -1,0 +1,46 @@
+# cookiecutter-flask-deploy: `make help` lists the targets.
+SHELL := /bin/sh
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO := $(CURDIR)/build/demo
+DEMO_PROJECT := $(DEMO)/my-flask-app
+DEMO_PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help venv test demo demo-stop bench clean
+
+help: ## list the targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+venv: $(VENV)/.installed ## create .venv from requirements-dev.txt (once)
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+test: venv ## run the template's tests (bakes, builds, deploys to a private sshd)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: venv ## bake the example, test and pack it, deploy it to a private sshd on loopback
+	@$(PY) tests/sshd.py start $(DEMO)/sshd >/dev/null
+	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists -o $(DEMO) .
+	cd $(DEMO_PROJECT) && { [ -d .git ] || git init -q; } && . $(DEMO)/sshd/sshd.env && \
+		$(MAKE) --no-print-directory deploy REMOTE_HOST=$$REMOTE_HOST SSH_OPTS="$$SSH_OPTS" \
+		REMOTE_DIR=$(DEMO)/host PORT=$(DEMO_PORT)
+	@echo "demo: http://127.0.0.1:$(DEMO_PORT)/ serves $$(curl -s http://127.0.0.1:$(DEMO_PORT)/healthz)"
+	@echo "demo: project in $(DEMO_PROJECT); make demo-stop removes it all"
+
+demo-stop: ## stop the demo app and its sshd, remove build/demo
+	-@[ -f $(DEMO)/sshd/sshd.env ] && cd $(DEMO_PROJECT) && . $(DEMO)/sshd/sshd.env && \
+		$(MAKE) --no-print-directory stop REMOTE_HOST=$$REMOTE_HOST SSH_OPTS="$$SSH_OPTS" \
+		REMOTE_DIR=$(DEMO)/host PORT=$(DEMO_PORT)
+	-@[ -d $(DEMO)/sshd ] && $(PYTHON) tests/sshd.py stop $(DEMO)/sshd
+	rm -rf $(DEMO)
+
+bench: venv ## measure bake, test, pack, deploy, hand-over and throughput (prints a table)
+	$(PY) bench/run.py
+
+clean: ## remove build output and the venv
+	rm -rf build $(VENV)
