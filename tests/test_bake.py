@@ -1,0 +1,177 @@
+"""Baking the template: the tree, no cookiecutter leftovers, valid Python, TOML and shell.
+
+Fast: real cookiecutter bakes, no venvs. The generated project's own behaviour (make,
+pip, the tarball) is tested in test_project.py.
+"""
+from __future__ import annotations
+
+import ast
+import configparser
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import bake
+from markupsafe import escape
+
+# What the default answers bake to; each answer set below changes some of it.
+DEFAULTS = dict(name="My Flask App", slug="my-flask-app", package="my_flask_app", version="0.1.0",
+                python="3.10", port=8000, author="Your Name",
+                description="A Flask application that tests, packs and deploys itself.")
+QUOTED_NAME = 'Zoë\'s "Café" App'
+# answer set: (answers given, what differs from DEFAULTS in the bake)
+ANSWER_SETS = {
+    "defaults": ({}, {}),
+    "named": ({"project_name": "Shop Front"}, dict(name="Shop Front", slug="shop-front", package="shop_front")),
+    "explicit": (
+        {"project_slug": "api_v2", "package_name": "api_v2", "port": "9001", "version": "2.0.0rc1",
+         "python_version": "3.12"},
+        dict(slug="api_v2", package="api_v2", port=9001, version="2.0.0rc1", python="3.12"),
+    ),
+    "quoted": (
+        {"project_name": QUOTED_NAME, "project_slug": "zoes-cafe",
+         "description": 'It\'s a "café" – ünïcode', "author_name": 'Zoë "Z" O\'Brien'},
+        dict(name=QUOTED_NAME, slug="zoes-cafe", package="zoes_cafe",
+             description='It\'s a "café" – ünïcode', author='Zoë "Z" O\'Brien'),
+    ),
+}
+
+TREE = [
+    "Makefile", "setup.py", "pyproject.toml", "requirements.txt", "requirements-dev.txt", "README.md",
+    "config/base.ini", "config/dev.ini", "config/test.ini", "config/prod.ini",
+    "src/{package}/__init__.py", "src/{package}/config.py", "src/{package}/views.py",
+    "src/{package}/wsgi.py", "src/{package}/cli.py",
+    "src/{package}/templates/index.html", "src/{package}/static/style.css",
+    "deploy/remote.sh", "deploy/gunicorn.conf.py", "deploy/healthz.py", "deploy/pack.py",
+    "tests/conftest.py",
+]
+LEFTOVERS = ("{{ cookiecutter", "{{cookiecutter", "{%")
+FLASK_TEMPLATE = "src/{package}/templates/index.html"  # in _copy_without_render
+
+
+@pytest.fixture(scope="module", params=ANSWER_SETS, ids=list(ANSWER_SETS))
+def baked(request, tmp_path_factory):
+    answers, changes = ANSWER_SETS[request.param]
+    return bake(tmp_path_factory.mktemp(request.param), **answers), {**DEFAULTS, **changes}
+
+
+def files(project: Path) -> list[Path]:
+    return sorted(p for p in project.rglob("*") if p.is_file())
+
+
+def call_keywords(source: str, function: str) -> dict[str, ast.expr]:
+    """The keyword arguments of the first call to `function` (a name or attribute)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if called == function:
+                return {k.arg: k.value for k in node.keywords}
+    raise AssertionError(f"no call to {function}()")
+
+
+def test_tree_is_complete(baked):
+    project, expected = baked
+    assert project.name == expected["slug"]
+    missing = [p for p in (t.format(**expected) for t in TREE) if not (project / p).is_file()]
+    assert not missing
+    assert list((project / "tests").glob("test_*.py"))
+
+
+def test_no_cookiecutter_leftovers(baked):
+    project, expected = baked
+    flask_template = project / FLASK_TEMPLATE.format(**expected)
+    found = {
+        str(path.relative_to(project)): mark
+        for path in files(project)
+        if path != flask_template
+        for mark in LEFTOVERS
+        if mark in path.read_text(encoding="utf-8")
+    }
+    assert not found
+    assert not [p for p in files(project) if "cookiecutter" in str(p.relative_to(project))]
+
+
+def test_flask_template_is_copied_unrendered(baked):
+    project, expected = baked
+    page = (project / FLASK_TEMPLATE.format(**expected)).read_text(encoding="utf-8")
+    assert "{{ project_name }}" in page and "{{ url_for(" in page
+
+
+def test_every_python_file_compiles(baked):
+    project, _ = baked
+    for path in project.rglob("*.py"):
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def test_setup_py_metadata(baked):
+    project, expected = baked
+    keywords = call_keywords((project / "setup.py").read_text(encoding="utf-8"), "setup")
+    setup = {k: ast.literal_eval(v) for k, v in keywords.items() if k != "packages"}  # find_packages(...)
+    package = expected["package"]
+    assert setup["name"] == expected["slug"]
+    assert setup["version"] == expected["version"]
+    assert setup["python_requires"] == f">={expected['python']}"
+    assert setup["entry_points"]["console_scripts"] == [f"{package} = {package}.cli:main"]
+    assert setup["package_data"] == {package: ["templates/*", "static/*"]}
+
+
+def test_setup_py_runs_and_keeps_quoted_answers(baked):
+    """Running setup.py (not just parsing it) gives back each answer as typed."""
+    project, expected = baked
+    out = subprocess.run(
+        [sys.executable, "setup.py", "--name", "--version", "--description", "--author"],
+        cwd=project, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    wanted = [expected[k] for k in ("slug", "version", "description", "author")]
+    assert out[-4:] == wanted
+
+
+def test_package_keeps_quoted_project_name(baked):
+    project, expected = baked
+    source = (project / "src" / expected["package"] / "__init__.py").read_text(encoding="utf-8")
+    module = ast.parse(source)
+    assert ast.get_docstring(module).startswith(expected["name"])
+    assert ast.literal_eval(call_keywords(source, "update")["PROJECT_NAME"]) == expected["name"]
+    assert ast.literal_eval(next(
+        n.value for n in module.body if isinstance(n, ast.Assign) and n.targets[0].id == "__version__"
+    )) == expected["version"]
+
+
+def test_generated_test_expects_the_name_as_autoescaped(baked):
+    """Flask autoescapes the name in the page: quotes and apostrophes become entities."""
+    project, expected = baked
+    source = (project / "tests" / "test_app.py").read_text(encoding="utf-8")
+    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert str(escape(expected["name"])) in strings
+
+
+def test_pyproject_holds_only_build_system_and_tools(baked):
+    project, _ = baked
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert "build-system" in pyproject
+    assert set(pyproject) <= {"build-system", "tool"}
+
+
+def test_base_ini_port_is_the_answer(baked):
+    project, expected = baked
+    parser = configparser.ConfigParser()
+    parser.read(project / "config" / "base.ini", encoding="utf-8")
+    assert parser.getint("server", "port") == expected["port"]
+    assert parser.get("deploy", "dir") == f"apps/{expected['slug']}"
+
+
+def test_remote_sh_parses(baked):
+    project, _ = baked
+    result = subprocess.run(["sh", "-n", project / "deploy" / "remote.sh"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
+def test_remote_sh_passes_shellcheck(baked):
+    project, _ = baked
+    result = subprocess.run(["shellcheck", "-S", "warning", project / "deploy" / "remote.sh"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
