@@ -71,9 +71,14 @@ def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
 
 
 class PrivateSshd:
-    def __init__(self, base: Path, host_alias: str = "deploy-test-host") -> None:
+    def __init__(self, base: Path, host_alias: str = "deploy-test-host", listen: str = "127.0.0.1",
+                 prefix: list[str] | None = None) -> None:
+        """listen: the address sshd binds; prefix: a command sshd runs under (e.g. `ip netns
+        exec NS ...`, see tests/netns.py), which must exec sshd so that its pid is sshd's."""
         self.base = Path(base).resolve()
         self.host_alias = host_alias
+        self.listen = listen
+        self.prefix = list(prefix or [])
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,7 +126,7 @@ class PrivateSshd:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         config = b / "sshd_config"
         config.write_text("\n".join([
-            "ListenAddress 127.0.0.1", f"Port {self.port}",
+            f"ListenAddress {self.listen}", f"Port {self.port}",
             f"HostKey {b / 'host_key'}", f"PidFile {self.pidfile}",
             f"AuthorizedKeysFile {b / 'authorized_keys'}",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
@@ -132,10 +137,10 @@ class PrivateSshd:
             "MaxStartups 100:30:200", "MaxSessions 50", "",
         ]))
         host_pub = Path(b / "host_key.pub").read_text().split()[:2]
-        names = f"[127.0.0.1]:{self.port},[{self.host_alias}]:{self.port},{self.host_alias}"
+        names = f"[{self.listen}]:{self.port},[{self.host_alias}]:{self.port},{self.host_alias}"
         self.known_hosts.write_text(f"{names} {' '.join(host_pub)}\n")
         self.ssh_config.write_text("\n".join([
-            f"Host {self.host_alias}", "  HostName 127.0.0.1", f"  Port {self.port}",
+            f"Host {self.host_alias}", f"  HostName {self.listen}", f"  Port {self.port}",
             f"  User {self.user}", f"  IdentityFile {self.identity}", "  IdentitiesOnly yes",
             f"  UserKnownHostsFile {self.known_hosts}", "  BatchMode yes",
             "  ConnectTimeout 5", "",
@@ -152,7 +157,7 @@ class PrivateSshd:
         self.pidfile.unlink(missing_ok=True)
         with open(self.log, "wb") as log:
             self._proc = subprocess.Popen(
-                [sshd_bin, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
+                [*self.prefix, sshd_bin, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                 stdout=log, stderr=log, start_new_session=detach)
         # sshd writes its pidfile right after listen(): the port then accepts connections.
         # (Probing with connect() instead would log "kex_exchange_identification" errors.)

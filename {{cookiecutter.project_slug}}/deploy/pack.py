@@ -1,7 +1,7 @@
 """Assemble a release tarball: `make pack` runs this after building the wheel and wheelhouse.
 
 build/<name>-<version>/ holds RELEASE, SHA256SUMS, wheels/, config/*.ini (never the
-host-local file) and the host-side deploy files; it is packed as one .tar.gz.
+host-local file), the host-side deploy files and static/ (for nginx); it is packed as one .tar.gz.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py")
 NAME = "{{ cookiecutter.project_slug }}"
+PACKAGE = "{{ cookiecutter.package_name }}"
 PYTHON_REQUIRES = ">={{ cookiecutter.python_version }}"
 
 
@@ -53,6 +54,9 @@ def pack(dist: Path, wheelhouse: Path, out: Path) -> Path:
             shutil.copy2(ini, root / "config")
     for name in DEPLOY_FILES:
         shutil.copy2(Path("deploy") / name, root / "deploy")
+    # static/: a plain copy of the package's static files, for nginx to serve (make nginx-conf).
+    if (Path("src") / PACKAGE / "static").is_dir():
+        shutil.copytree(Path("src") / PACKAGE / "static", root / "static")
     built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     (root / "RELEASE").write_text(
         f"name={NAME}\nversion={version}\ncommit={git_commit()}\nbuilt={built}\npython={PYTHON_REQUIRES}\n"

@@ -1,0 +1,341 @@
+"""Several hosts: the Makefile hands a target to this script when REMOTE_HOSTS is set.
+
+    python deploy/rollout.py --hosts "h1 h2 h3" [--batch N] deploy|copy|rollback|start|stop|
+        restart|status|logs|releases|unlock|nginx-conf
+
+It never builds an ssh or scp command itself: for each host it runs the Makefile's own
+single-host targets (`make <target> REMOTE_HOST=<host> REMOTE_HOSTS=`), so everything a
+single-host deploy checks and prints still holds. `deploy` packs once, then deploys host
+after host (BATCH at a time) and stops at the first host that fails; the host-side
+remote.sh already refuses a release that fails its smoke boot and switches back one
+that fails after the switch. A table then says where every host stands.
+Standard library only: it runs with the python3 that runs make.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+PER_HOST = ("start", "stop", "restart", "status", "logs", "releases", "unlock")
+COMMANDS = ("deploy", "copy", "rollback", *PER_HOST, "nginx-conf")
+CURRENT = re.compile(r"^\* (\S+) \(current\)", re.M)
+MAKE_NOISE = re.compile(r"^g?make(\[\d+\])?: \*\*\* ")  # the sub-make's own "Error 1"
+_print_lock = threading.Lock()
+
+
+def say(text: str = "", err: bool = False) -> None:
+    with _print_lock:
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+@dataclass
+class Host:
+    name: str
+    old: str = "?"
+    new: str = "?"
+    result: str = "not reached"
+    seconds: float | None = None
+    error: str = ""
+
+
+class Make:
+    """Runs this project's make targets for one host at a time."""
+
+    def __init__(self, make: str) -> None:
+        self.command = shlex.split(make) or ["make"]
+
+    def run(self, target: str, host: str | None = None, prefix: str | None = None,
+            quiet: bool = False) -> tuple[int, str]:
+        """Run `make TARGET` (for HOST), streaming its output (prefixed) unless quiet."""
+        args = [*self.command, "-s", "--no-print-directory", target]
+        if host is not None:
+            args += [f"REMOTE_HOST={host}", "REMOTE_HOSTS="]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if MAKE_NOISE.match(line):
+                continue
+            lines.append(line)
+            if not quiet:
+                say(f"{prefix}{line.rstrip()}" if prefix else line.rstrip())
+        return proc.wait(), "".join(lines)
+
+    def current(self, host: str) -> tuple[bool, str]:
+        """The release `current` points to on HOST ("none" before the first deploy)."""
+        code, out = self.run("releases", host, quiet=True)
+        if code != 0:
+            return False, last_error(out)
+        found = CURRENT.search(out)
+        return True, found.group(1) if found else "none"
+
+
+def last_error(output: str) -> str:
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    errors = errors or [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output"])[-1].removeprefix("error: ")
+
+
+def table(hosts: list[Host], old: str, new: str) -> str:
+    rows = [("host", old, new, "result", "time")]
+    for h in hosts:
+        seconds = f"{h.seconds:.1f}s" if h.seconds is not None else "-"
+        rows.append((h.name, h.old, h.new, h.result, seconds))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+                     for row in rows)
+
+
+def timed_local(make: Make, target: str, stream: bool = False) -> bool:
+    """A local step (check-config, test, pack), timed like the single-host deploy prints it."""
+    started = time.monotonic()
+    code, out = make.run(target, quiet=not stream)
+    if code != 0:
+        if not stream:
+            say(out.rstrip(), err=True)
+        say(f"error: make {target} failed; no host was touched", err=True)
+        return False
+    say(f"  {target}: {int((time.monotonic() - started) * 1000)}ms")
+    return True
+
+
+def where_they_stand(make: Make, hosts: list[Host]) -> bool:
+    """Ask every host (in parallel) for its current release; False if one cannot be asked."""
+    with ThreadPoolExecutor(max_workers=min(len(hosts), 8)) as pool:
+        answers = list(pool.map(lambda h: make.current(h.name), hosts))
+    ok = True
+    for host, (reached, answer) in zip(hosts, answers):
+        if reached:
+            host.old = host.new = answer
+        else:
+            ok = False
+            say(f"error: cannot ask {host.name} for its current release: {answer}", err=True)
+    return ok
+
+
+def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
+    say(f"==> {what}: {len(hosts)} hosts ({' '.join(h.name for h in hosts)}), {batch} at a time")
+    if not where_they_stand(make, hosts):
+        say("error: not every host can be reached; nothing was changed", err=True)
+        return 1
+    for target in ("check-config", "test", "pack"):
+        if not timed_local(make, target, stream=target == "test"):
+            return 1
+
+    def one(host: Host) -> None:
+        host.result = "deploying"
+        started = time.monotonic()
+        code, out = make.run("host-deploy", host.name, prefix=f"  [{host.name}] ")
+        host.seconds = time.monotonic() - started
+        reached, now = make.current(host.name)
+        host.new = now if reached else f"? ({now})"
+        if code == 0:
+            host.result = "deployed"
+        else:
+            host.result = "FAILED" if reached and now == host.old else "FAILED, check it"
+            host.error = last_error(out)
+
+    started = time.monotonic()
+    failed: list[Host] = []
+    try:
+        for first in range(0, len(hosts), batch):
+            group = hosts[first:first + batch]
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                list(pool.map(one, group))
+            failed = [h for h in group if h.result != "deployed"]
+            if failed:
+                break
+    except KeyboardInterrupt:
+        for h in hosts:
+            if h.result == "deploying":
+                h.result = "interrupted, check it"
+        say("\ninterrupted: every host started finishes or undoes its deploy by itself", err=True)
+        say(table(hosts, "old release", "new release"))
+        return 130
+    say(f"==> rollout summary ({time.monotonic() - started:.1f}s)")
+    say(table(hosts, "old release", "new release"))
+    if failed:
+        for h in failed:
+            say(f"error: {h.name}: {h.error}", err=True)
+        done = [h.name for h in hosts if h.result == "deployed"]
+        left = [h.name for h in hosts if h.result == "not reached"]
+        say(f"rollout stopped at {', '.join(h.name for h in failed)}: "
+            f"new release on {' '.join(done) or 'no host'}; "
+            f"old release kept on {' '.join([h.name for h in failed] + left)}", err=True)
+        return 1
+    say(f"deployed to all {len(hosts)} hosts")
+    return 0
+
+
+def each_host(make: Make, hosts: list[Host], target: str, packed: bool = False) -> int:
+    """Run a single-host target on every host in turn, a header each; fail if any failed."""
+    if packed and not timed_local(make, "pack"):
+        return 1
+    for host in hosts:
+        say(f"==> {host.name}")
+        code, out = make.run(target, host.name)
+        host.result = "ok" if code == 0 else "FAILED"
+        host.error = "" if code == 0 else last_error(out)
+    failed = [h.name for h in hosts if h.result != "ok"]
+    if failed:
+        say(f"error: make {target} failed on {' '.join(failed)} "
+            f"(ok on {' '.join(h.name for h in hosts if h.result == 'ok') or 'no host'})", err=True)
+        return 1
+    return 0
+
+
+def rollback(make: Make, hosts: list[Host]) -> int:
+    """Roll back every host (not stopping at a failure: each one is asked to go back)."""
+    where_they_stand(make, hosts)
+    for host in hosts:
+        say(f"==> {host.name}")
+        started = time.monotonic()
+        code, out = make.run("rollback", host.name)
+        host.seconds = time.monotonic() - started
+        reached, now = make.current(host.name)
+        host.new = now if reached else f"? ({now})"
+        host.result = "rolled back" if code == 0 else "FAILED"
+        host.error = "" if code == 0 else last_error(out)
+    say("==> rollback summary")
+    say(table(hosts, "was", "now"))
+    failed = [h for h in hosts if h.result != "rolled back"]
+    for h in failed:
+        say(f"error: {h.name}: {h.error}", err=True)
+    return 1 if failed else 0
+
+
+def nginx_conf(make: Make, hosts: list[Host], args: argparse.Namespace) -> int:
+    """Write an http-context nginx snippet: upstream of every host, static files from disk."""
+    servers = []
+    for host in hosts:
+        code, out = make.run("host-address", host.name, quiet=True)
+        address = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        if not address:
+            say(f"error: cannot tell the address of {host.name} (ssh -G): {out.strip()}", err=True)
+            return 1
+        servers.append(f"[{address}]" if ":" in address else address)
+    static = args.static_root
+    if not static:
+        remote_dir = args.remote_dir
+        if not remote_dir.startswith("/"):  # relative to the remote user's home: ask the host
+            code, out = make.run("host-home", hosts[0].name, quiet=True)
+            home = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+            if not home.startswith("/"):
+                say(f"error: REMOTE_DIR {remote_dir} is relative and {hosts[0].name} did not say "
+                    f"where its home is ({out.strip()}); give STATIC_ROOT=/absolute/path/", err=True)
+                return 1
+            remote_dir = f"{home.rstrip('/')}/{remote_dir}"
+        static = f"{remote_dir.rstrip('/')}/current/static/"
+    if not static.endswith("/"):
+        static += "/"
+    upstream = re.sub(r"[^A-Za-z0-9_]", "_", args.name)
+    lines = [
+        "# Generated by `make nginx-conf` for %s: do not edit, run it again." % args.name,
+        "# An http-context snippet: install it as /etc/nginx/conf.d/%s.conf, then" % args.name,
+        "# `nginx -t && systemctl reload nginx`. Static files are read from %s" % static,
+        "# on the machine nginx runs on.",
+        "upstream %s {" % upstream,
+        *("    server %s:%s max_fails=%d fail_timeout=%s;" % (s, args.port, args.max_fails, args.fail_timeout)
+          for s in servers),
+        "}",
+        "",
+        "server {",
+        "    listen %s;" % args.nginx_port,
+        "    server_name _;",
+        "",
+        "    location /static/ {",
+        "        alias %s;" % static,
+        "        expires 1h;",
+        "    }",
+        "",
+        "    location / {",
+        "        proxy_pass http://%s;" % upstream,
+        "        # A backend that refuses, times out or answers 502/503/504: try the next one.",
+        "        proxy_next_upstream error timeout http_502 http_503 http_504;",
+        "        proxy_connect_timeout 2s;",
+        "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "    }",
+        "}",
+        "",
+    ]
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out_path)
+    say(f"wrote {out_path}: upstream {', '.join(s + ':' + args.port for s in servers)}, "
+        f"listen {args.nginx_port}, /static/ from {static}")
+    return 0
+
+
+def parse_hosts(text: str) -> list[str]:
+    hosts = text.replace(",", " ").split()
+    dupes = sorted({h for h in hosts if hosts.count(h) > 1})
+    if dupes:
+        raise SystemExit(f"REMOTE_HOSTS names {' '.join(dupes)} more than once: one rollout per host at a time")
+    bad = [h for h in hosts if not re.fullmatch(r"[A-Za-z0-9._@:\[\]-]+", h)]
+    if bad:
+        raise SystemExit(f"REMOTE_HOSTS: {' '.join(bad)} is not a host name")
+    return hosts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--hosts", required=True, help="REMOTE_HOSTS: names separated by spaces")
+    parser.add_argument("--batch", default="1", help="BATCH: how many hosts deploy at once")
+    parser.add_argument("--make", default=os.environ.get("MAKE", "make"))
+    parser.add_argument("--what", default="deploy", help="the headline of a deploy")
+    nginx = parser.add_argument_group("nginx-conf")
+    nginx.add_argument("--out", default="build/nginx/app.conf")
+    nginx.add_argument("--name", default="app")
+    nginx.add_argument("--port", default="", help="PORT the app listens on, on every host")
+    nginx.add_argument("--nginx-port", default="80", help="NGINX_PORT: port or address:port")
+    nginx.add_argument("--static-root", default="", help="STATIC_ROOT (default REMOTE_DIR/current/static/)")
+    nginx.add_argument("--remote-dir", default="")
+    nginx.add_argument("--max-fails", type=int, default=3)
+    nginx.add_argument("--fail-timeout", default="10s")
+    args = parser.parse_args(argv)
+
+    names = parse_hosts(args.hosts)
+    if not names:
+        raise SystemExit("REMOTE_HOSTS is empty: give REMOTE_HOSTS=\"host1 host2\" or REMOTE_HOST=host")
+    if not re.fullmatch(r"[1-9][0-9]*", args.batch):
+        raise SystemExit(f"BATCH must be a whole number of hosts (1 or more), got '{args.batch}'")
+    if args.command == "nginx-conf":
+        if not re.fullmatch(r"([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]+", args.nginx_port):
+            raise SystemExit(f"NGINX_PORT must be a port or address:port, got '{args.nginx_port}'")
+    make = Make(args.make)
+    # Variables that do not depend on the host (PORT, REMOTE_DIR, ...): checked once, up front.
+    code, out = make.run("remote-vars", names[0], quiet=True)
+    if code != 0:
+        say(out.rstrip(), err=True)
+        return 2
+    hosts = [Host(name) for name in names]
+    if args.command == "deploy":
+        return deploy(make, hosts, int(args.batch), args.what)
+    if args.command == "rollback":
+        return rollback(make, hosts)
+    if args.command == "nginx-conf":
+        return nginx_conf(make, hosts, args)
+    if args.command == "copy":
+        return each_host(make, hosts, "host-copy", packed=True)
+    return each_host(make, hosts, args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
