@@ -172,8 +172,11 @@ install_release() {  # tarball-name sha256
 # --- run releases -----------------------------------------------------------------
 
 # Start the release `current` points to, detached, through its resolved path.
+# Callers know no master of ours runs, so a pidfile left is stale: gunicorn refuses to
+# start while the pid in it is alive, which a reused pid (another program) may well be.
 start_master() {
     dir=$(current_dir)
+    rm -f "$PIDFILE"
     (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py") \
         </dev/null >>"$LOG/gunicorn.log" 2>&1
     healthz --release "$(basename "$dir")" --wait "$BOOT_TIMEOUT" >/dev/null
