@@ -22,7 +22,8 @@ workers = _config["server"]["workers"]
 threads = _config["server"]["threads"]
 timeout = _config["server"]["timeout"]
 graceful_timeout = timeout
-daemon = True
+# remote.sh's smoke boot sets {{ cookiecutter.package_name | upper }}_FOREGROUND=1 to keep gunicorn as its child and see it exit.
+daemon = os.environ.get("{{ cookiecutter.package_name | upper }}_FOREGROUND") != "1"
 pidfile = os.path.join(_shared, "run", "gunicorn.pid")
 errorlog = os.path.join(_shared, "log", "gunicorn.log")
 accesslog = os.path.join(_shared, "log", "access.log")

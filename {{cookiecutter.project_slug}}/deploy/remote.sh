@@ -205,13 +205,22 @@ smoke_boot() {
     dir=$RELEASES/$1
     sock=$RUN/smoke.sock
     rm -f "$sock" "$RUN/smoke.pid" "$LOG/smoke.log"
-    (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py" \
+    # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it
+    # exit: gunicorn shuts down by itself at once when a worker cannot import the app, and
+    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile.
+    (cd "$dir" && exec env "${VARS}_FOREGROUND=1" "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py" \
         --bind "unix:$sock" --workers 1 --pid "$RUN/smoke.pid" \
-        --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 || true
-    ok=0
-    "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null && ok=1
-    SMOKE_PID=$(cat "$RUN/smoke.pid" 2>/dev/null || true)
-    if [ -n "$SMOKE_PID" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; wait_gone "$SMOKE_PID" 10 || true; fi
+        --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 &
+    SMOKE_PID=$!
+    ok=0 deadline=$(($(date +%s) + BOOT_TIMEOUT))
+    # Until we reap it, the pid is ours; once it has exited (a zombie) its cmdline is empty.
+    while grep -q . "/proc/$SMOKE_PID/cmdline" 2>/dev/null; do
+        if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" >/dev/null; then ok=1; break; fi
+        [ "$(date +%s)" -lt "$deadline" ] || break
+        sleep 0.2
+    done
+    kill -TERM "$SMOKE_PID" 2>/dev/null || true
+    wait "$SMOKE_PID" 2>/dev/null || true
     SMOKE_PID=
     if [ "$ok" != 1 ]; then
         say "--- last lines of $LOG/smoke.log:" >&2
