@@ -1,0 +1,353 @@
+"""Zero-downtime hand-overs, refused releases and interrupted deploys, for real.
+
+A real OpenSSH server on loopback (the `sshd_host` fixture), the baked project's own
+`make deploy/restart/rollback`, real gunicorn masters, and a bounded load generator
+(tests/load.py) on 127.0.0.1 counting every failed request while they work.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import make
+from load import Load
+from sshd import free_port
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+
+# Steady, not saturating: 8 threads with a short pause leave CPU for the deploy itself
+# on a small machine while still opening a new connection every few milliseconds.
+LOAD = {"threads": 8, "pause": 0.02, "max_seconds": 240}
+MIN_OK = 100  # a "healthy number" of answered requests during one operation
+GUNICORN_PIN = "gunicorn==27.0.1"
+
+
+@dataclass
+class App:
+    project: Path
+    remote_dir: Path
+    port: int
+    variables: dict[str, str]
+
+    def make(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return make(self.project, *targets, check=check, **self.variables)
+
+    def popen_make(self, *targets: str, log: Path) -> subprocess.Popen[bytes]:
+        """`make TARGETS` in its own process group, output to `log`."""
+        command = ["make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in self.variables.items())]
+        with open(log, "wb") as out:
+            return subprocess.Popen(command, cwd=self.project, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+
+    @property
+    def current(self) -> str:
+        return os.path.basename(os.readlink(self.remote_dir / "current"))
+
+    @property
+    def lock(self) -> Path:
+        return self.remote_dir / ".deploy.lock"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.remote_dir / "shared" / "run" / "gunicorn.pid"
+
+    def healthz(self) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/healthz", headers={"Connection": "close"})
+            response = conn.getresponse()
+            assert response.status == 200, response.status
+            return json.loads(response.read())
+        finally:
+            conn.close()
+
+    def releases(self) -> set[str]:
+        return {p.name for p in (self.remote_dir / "releases").iterdir()}
+
+
+def _cmdline(pid: int | str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _stop_leftovers(remote_dir: Path) -> None:
+    """Safety net after `make stop`: TERM any gunicorn still running from remote_dir."""
+    prefix = f"{remote_dir}/releases/"
+    for pid in _pids():
+        if any(arg.startswith(prefix) and "gunicorn" in arg for arg in _cmdline(pid)):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie's cmdline is empty)."""
+    return bool(_cmdline(pid))
+
+
+def _lock_released(app: App) -> bool:
+    """The lock dir is gone, or its holder is dead (a stale lock the next deploy takes over)."""
+    try:
+        info = (app.lock / "info").read_text()
+    except FileNotFoundError:
+        return not app.lock.exists()
+    holder = next((line[4:] for line in info.splitlines() if line.startswith("pid=")), "")
+    return holder.isdigit() and not _alive(int(holder))
+
+
+def _assert_quiet(load: Load, what: str) -> None:
+    assert load.failed == 0, f"{what}: {load.summary()}"
+    assert load.ok >= MIN_OK, f"{what}: too little traffic got through: {load.summary()}"
+
+
+@pytest.fixture(scope="module")
+def app(baked_project: Path, sshd_host, tmp_path_factory) -> App:
+    remote_dir = tmp_path_factory.mktemp("handover") / "app"
+    port = free_port()
+    deployed = App(baked_project, remote_dir, port, {
+        "REMOTE_HOST": sshd_host.host_alias, "SSH_OPTS": sshd_host.ssh_opts,
+        "PORT": str(port), "REMOTE_DIR": str(remote_dir),
+    })
+    try:
+        deployed.make("deploy")
+        yield deployed
+    finally:
+        deployed.make("stop", check=False)
+        _stop_leftovers(remote_dir)
+
+
+# --- hand-overs under load ------------------------------------------------------------
+
+def test_redeploy_restart_rollback_drop_no_request(app: App) -> None:
+    first = app.current
+    assert app.healthz()["release"] == first
+
+    with Load(app.port, **LOAD) as load:
+        load.wait_for(ok=20)
+        app.make("deploy")
+        time.sleep(0.5)
+    second = app.current
+    assert second != first
+    _assert_quiet(load, "redeploy")
+    assert load.releases_seen == {first, second}, load.summary()
+    assert app.healthz()["release"] == second
+
+    with Load(app.port, **LOAD) as load:
+        load.wait_for(ok=20)
+        master = int(app.pidfile.read_text())
+        app.make("restart")
+        time.sleep(0.5)
+    _assert_quiet(load, "restart")
+    assert app.current == second and app.healthz()["release"] == second
+    assert int(app.pidfile.read_text()) != master, "restart did not hand over to a new master"
+    assert load.releases_seen == {second}, load.summary()
+
+    with Load(app.port, **LOAD) as load:
+        load.wait_for(ok=20)
+        out = app.make("rollback").stdout
+        time.sleep(0.5)
+    _assert_quiet(load, "rollback")
+    assert f"rolled back: serving {first}" in out
+    assert app.current == first and app.healthz()["release"] == first
+    assert load.releases_seen == {first, second}, load.summary()
+
+
+# --- a release that cannot boot on the host -------------------------------------------
+
+FAILS_ON_HOST = '''
+from . import release_id
+
+if release_id() != "dev":
+    raise RuntimeError("only fails on the host")
+'''
+
+
+def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
+    before = app.current
+    wsgi = next(app.project.glob("src/*/wsgi.py"))
+    original = wsgi.read_text()
+    try:
+        wsgi.write_text(original + FAILS_ON_HOST)
+        make(app.project, "test")  # imports fine locally: only the host can tell
+        with Load(app.port, **LOAD) as load:
+            load.wait_for(ok=20)
+            result = app.make("deploy", check=False)
+            time.sleep(0.5)
+    finally:
+        wsgi.write_text(original)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "failed its smoke boot" in out, out
+    assert "RuntimeError: only fails on the host" in out, "the boot log's tail is not shown:\n" + out
+    assert app.current == before
+    assert app.healthz()["release"] == before
+    _assert_quiet(load, "refused deploy")
+    assert load.releases_seen == {before}, load.summary()
+    assert not app.lock.exists(), "the deploy lock was not released"
+    app.make("deploy")  # the next good deploy goes through
+    assert app.current != before and app.healthz()["release"] == app.current
+
+
+# --- the gunicorn behaviour the hand-over relies on ----------------------------------
+
+def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:
+    old_master = int(app.pidfile.read_text())
+    app.make("deploy")
+    release = os.path.realpath(app.remote_dir / "current")
+    master = int(app.pidfile.read_text())
+    assert master != old_master
+    argv = _cmdline(master)
+    assert argv[:2] == [f"{release}/venv/bin/python", f"{release}/venv/bin/gunicorn"], (
+        f"the master (pid {master}) does not run the new release {release}: {argv}\n"
+        "gunicorn's USR2 re-exec changed: check pre_exec in deploy/gunicorn.conf.py")
+    assert os.readlink(f"/proc/{master}/cwd") == release
+    assert app.healthz()["release"] == os.path.basename(release)
+
+    # Static pins: the hooks pre_exec relies on are internals of gunicorn's Arbiter.
+    probe = ("import importlib.metadata as m, inspect, gunicorn.arbiter as a; "
+             "print(m.version('gunicorn')); print(inspect.getsource(a.Arbiter.reexec))")
+    result = subprocess.run([f"{release}/venv/bin/python", "-c", probe], capture_output=True,
+                            text=True, check=True)
+    version, source = result.stdout.split("\n", 1)
+    assert f"gunicorn=={version}" == GUNICORN_PIN
+    assert "self.cfg.pre_exec(self)" in source, source
+    for use in ("self.START_CTX[0]", "self.START_CTX['args']", "self.START_CTX['cwd']"):
+        assert use in source, f"Arbiter.reexec no longer uses {use}:\n{source}"
+    assert source.index("self.cfg.pre_exec(self)") < source.index("os.execvpe("), source
+    requirements = (app.project / "requirements.txt").read_text().split()
+    assert GUNICORN_PIN in requirements, "requirements.txt must pin " + GUNICORN_PIN
+
+
+# --- interrupted deploys -------------------------------------------------------------
+
+def _wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    _wait_until(lambda: text in log.read_text(errors="replace") or proc.poll() is not None,
+                timeout, f"{text!r} in {log}")
+    assert text in log.read_text(errors="replace"), log.read_text(errors="replace")
+
+
+def _wait_for_unfinished(app: App, proc: subprocess.Popen[bytes], log: Path) -> None:
+    def appeared() -> bool:
+        return proc.poll() is not None or any((app.remote_dir / "releases").glob("*/.unfinished"))
+    _wait_until(appeared, 180, "a release being installed (releases/*/.unfinished)", interval=0.005)
+    assert proc.poll() is None, "make deploy ended before the install:\n" + log.read_text()
+
+
+def _host_script(app: App) -> int:
+    """The pid of the host-side `sh <REMOTE_DIR>/remote.sh deploy …` (not its subshells)."""
+    script = f"{app.remote_dir}/remote.sh"
+    found = [pid for pid in _pids()
+             if (argv := _cmdline(pid))[:3] in (["sh", script, "deploy"], ["/bin/sh", script, "deploy"])]
+    top = [pid for pid in found if _ppid(pid) not in found]
+    assert len(top) == 1, f"expected one host-side remote.sh deploy, found {top}"
+    return top[0]
+
+
+def _next_deploy_succeeds(app: App) -> str:
+    before = app.current
+    result = app.make("deploy")
+    assert app.current != before
+    assert app.healthz()["release"] == app.current
+    assert not app.lock.exists()
+    return result.stdout
+
+
+def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> None:
+    before, releases = app.current, app.releases()
+    log = tmp_path / "deploy.log"
+    with Load(app.port, **LOAD) as load:
+        proc = app.popen_make("deploy", log=log)
+        try:
+            _wait_for_text(log, "check-config:", proc)  # the test step starts now
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(60) != 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert not re.search(r"^\s*host: \d+ms", log.read_text(), re.M), "the host step ran"
+        assert app.current == before and app.releases() == releases
+        assert not app.lock.exists()
+        assert app.healthz()["release"] == before
+    _assert_quiet(load, "interrupted local step")
+    _next_deploy_succeeds(app)
+
+
+def test_client_killed_mid_install_host_finishes_alone(app: App, tmp_path: Path) -> None:
+    before = app.current
+    log = tmp_path / "deploy.log"
+    with Load(app.port, **LOAD) as load:
+        proc = app.popen_make("deploy", log=log)
+        try:
+            _wait_for_unfinished(app, proc, log)
+            os.killpg(proc.pid, signal.SIGTERM)  # make and its ssh: the host loses its client
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        # The host script ignores HUP and PIPE: it finishes the deploy (or cleans up) alone.
+        _wait_until(lambda: _lock_released(app), 180, "the host script to release the lock", 0.1)
+        served = app.healthz()["release"]
+        time.sleep(0.5)
+    _assert_quiet(load, "deploy whose client was killed")
+    print(f"client killed mid-install: the host {'finished the deploy' if served != before else 'cleaned up'}")
+    assert served == app.current
+    assert served in (before, *app.releases())
+    assert not any((app.remote_dir / "releases").glob("*/.unfinished")) or served == before
+    _next_deploy_succeeds(app)
+
+
+def test_host_script_killed_mid_install_leaves_a_stale_lock(app: App, tmp_path: Path) -> None:
+    before = app.current
+    log = tmp_path / "deploy.log"
+    with Load(app.port, **LOAD) as load:
+        proc = app.popen_make("deploy", log=log)
+        try:
+            _wait_for_unfinished(app, proc, log)
+            os.kill(_host_script(app), signal.SIGKILL)
+            assert proc.wait(120) != 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert app.lock.exists(), "a SIGKILLed host script cannot release its lock"
+        assert _lock_released(app), "the lock's holder should be dead"
+        assert app.current == before and app.healthz()["release"] == before
+        out = _next_deploy_succeeds(app)
+        time.sleep(0.5)
+    _assert_quiet(load, "deploy whose host script was killed, and the next one")
+    assert "taking over a stale deploy lock" in out, out
+    assert not any((app.remote_dir / "releases").glob("*/.unfinished")), "the unfinished release was not pruned"
