@@ -1,0 +1,580 @@
+"""`make deploy` and the host targets, for real: a baked project deploys over ssh/scp to a
+private sshd on this machine and runs under gunicorn. Nothing is mocked.
+
+Each app lives in its own REMOTE_DIR (a per-test tmp dir) on its own free PORT. Several
+read-mostly checks share one deployed app (`shared_app`); every test leaves it serving.
+A finalizer stops every app a test started and fails if a process of it outlives `make stop`.
+"""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import make
+from sshd import free_port
+
+RELEASE_ID = re.compile(r"\d+\.\d+\.\d+-\d{8}T\d{6}Z")
+TIMINGS: list[str] = []  # deploy timings, printed with -s or -rP
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def healthz(port: int, timeout: float = 5) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as response:
+        return json.load(response)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    """True unless the process is gone (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and whose pid nobody has taken since)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    assert not alive(proc.pid)
+    return proc.pid
+
+
+def output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def tree(root: Path) -> dict[str, tuple]:
+    """Every path under root with its type, size and mtime: to prove nothing changed."""
+    snapshot = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        snapshot[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return snapshot
+
+
+class App:
+    """One app on the host: REMOTE_DIR and PORT, and the make variables that name them."""
+
+    def __init__(self, project: Path, host, remote_dir: Path, port: int):
+        self.project, self.host, self.dir, self.port = project, host, remote_dir, port
+
+    @property
+    def vars(self) -> dict[str, str]:
+        return dict(REMOTE_HOST=self.host.host_alias, SSH_OPTS=self.host.ssh_opts,
+                    REMOTE_DIR=str(self.dir), PORT=str(self.port))
+
+    def make(self, *targets: str, check: bool = True, **overrides: str):
+        return make(self.project, *targets, check=check, **{**self.vars, **overrides})
+
+    def deploy(self, check: bool = True):
+        started = time.monotonic()
+        result = self.make("deploy", check=check)
+        wall = time.monotonic() - started
+        host = re.search(r"^\s*host: (\d+)ms", result.stdout, re.M)
+        steps = " ".join(f"{m[0]} {m[1]}s" for m in re.findall(r"^\s+(\w+): ([\d.]+)s$", result.stdout, re.M))
+        TIMINGS.append(f"deploy to {self.dir.parent.name}: exit {result.returncode}, wall {wall:.1f}s, "
+                       f"host {int(host.group(1)) / 1000 if host else '?'}s ({steps})")
+        print(TIMINGS[-1])
+        return result
+
+    def release(self) -> str:
+        return healthz(self.port)["release"]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "shared" / "run"
+
+    def pid(self) -> int:
+        return int((self.run_dir / "gunicorn.pid").read_text().strip())
+
+    def current(self) -> str:
+        return os.path.basename(os.readlink(self.dir / "current"))
+
+    def processes(self) -> list[int]:
+        """Every process that runs from this app's releases (masters, workers, smoke boots)."""
+        marker = f"{self.dir}/releases/"
+        return [int(p.name) for p in Path("/proc").iterdir()
+                if p.name.isdigit() and int(p.name) != os.getpid() and marker in cmdline(int(p.name))]
+
+    def stop_everything(self) -> None:
+        """Teardown: `make stop`, then kill what is left (pidfiles first) and fail if there was any."""
+        # a deploy still running on the host (its make was killed by a failing test) finishes first
+        deadline = time.monotonic() + 120
+        while (holder := re.search(r"^pid=(\d+)$", lock_info(self), re.M)) and alive(int(holder.group(1))) \
+                and "remote.sh" in cmdline(int(holder.group(1))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        result = self.make("stop", check=False) if (self.dir / "remote.sh").exists() else None
+        leftovers = []
+        for name in ("gunicorn.pid", "gunicorn.pid.2", "smoke.pid"):
+            try:
+                pid = int((self.run_dir / name).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if str(self.dir) in cmdline(pid):
+                leftovers.append(pid)
+        leftovers += [p for p in self.processes() if p not in leftovers]
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if result is not None and result.returncode != 0:
+            raise AssertionError(f"make stop failed for {self.dir}:\n{output(result)}")
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in leftovers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in leftovers if alive(p)], "processes survived KILL"
+        assert not leftovers, f"processes of {self.dir} outlived make stop: {leftovers}"
+
+
+def new_app(project: Path, host, tmp_factory, request) -> App:
+    app = App(project, host, tmp_factory.mktemp("host") / "app", free_port())
+    request.addfinalizer(app.stop_everything)
+    return app
+
+
+@pytest.fixture(scope="module")
+def shared_app(baked_project, sshd_host, tmp_path_factory, request) -> App:
+    """One app, deployed once; tests that use it leave it serving."""
+    app = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    app.deploy()
+    return app
+
+
+@pytest.fixture()
+def fresh_app(baked_project, sshd_host, tmp_path_factory, request) -> App:
+    """A REMOTE_DIR nothing was deployed to yet, and a free port."""
+    return new_app(baked_project, sshd_host, tmp_path_factory, request)
+
+
+@pytest.fixture()
+def serving(shared_app) -> App:
+    """The shared app, serving (a test before may have failed half-way)."""
+    shared_app.make("start")
+    return shared_app
+
+
+def local_ini(app: App) -> tuple[int, str]:
+    path = app.dir / "shared" / "local.ini"
+    return path.stat().st_mode & 0o777, path.read_text()
+
+
+# --- 1. deploy, status, host-local secrets --------------------------------------------
+
+
+def test_deploy_serves_a_release_and_status_reports_it(serving):
+    app = serving
+    answer = healthz(app.port)
+    assert answer["status"] == "ok"
+    release = answer["release"]
+    assert RELEASE_ID.fullmatch(release), answer
+    assert app.current() == release
+
+    status = app.make("status")
+    pid = app.pid()
+    assert f"release: {release}" in status.stdout
+    assert f"pid {pid}" in status.stdout
+    assert str(app.port) in status.stdout
+    assert re.search(r'healthz: \{.*"status": "ok"', status.stdout), status.stdout
+    assert release in status.stdout.split("healthz:")[1]
+    assert f"{app.dir}/releases/{release}/venv/bin/gunicorn" in cmdline(pid)
+
+
+def test_local_ini_is_generated_private(serving):
+    mode, text = local_ini(serving)
+    assert mode == 0o600
+    key = re.search(r"^secret_key = (\S+)$", text, re.M)
+    assert key and re.fullmatch(r"[0-9a-f]{64}", key.group(1)), text
+
+
+# --- 2. redeploy, releases, rollback --------------------------------------------------
+
+
+def test_redeploy_keeps_local_ini_then_rollback(serving):
+    app = serving
+    old, secrets = app.release(), local_ini(app)
+    result = app.deploy()
+    new = app.release()
+    assert new != old and RELEASE_ID.fullmatch(new)
+    assert f"deployed {new}" in result.stdout
+    assert "local.ini" not in result.stdout
+    assert local_ini(app) == secrets  # same key, still 0600
+    # the hand-over re-executed into the new release's own venv
+    assert f"/releases/{new}/venv/bin/gunicorn" in cmdline(app.pid())
+
+    listing = app.make("releases").stdout.splitlines()
+    assert f"* {new} (current)" in listing
+    assert f"  {old}" in listing
+    assert listing.index(f"  {old}") < listing.index(f"* {new} (current)")  # oldest first
+
+    rollback = app.make("rollback")
+    assert f"rolling back from {new} to {old}" in rollback.stdout
+    assert app.release() == old
+    assert app.current() == old
+    assert f"/releases/{old}/venv/bin/gunicorn" in cmdline(app.pid())
+    assert f"* {old} (current)" in app.make("releases").stdout.splitlines()
+    assert app.make("status").returncode == 0
+    assert local_ini(app) == secrets
+
+
+# --- 3. stop, start, logs -------------------------------------------------------------
+
+
+def test_stop_start_are_idempotent_and_logs_show_gunicorn(serving):
+    app = serving
+    release, pid = app.release(), app.pid()
+
+    stop = app.make("stop")
+    assert f"stopped (was pid {pid})" in stop.stdout
+    assert not alive(pid)
+    assert not port_open(app.port)
+    status = app.make("status", check=False)
+    assert status.returncode != 0
+    assert "not running" in output(status)
+
+    again = app.make("stop")
+    assert "not running" in again.stdout
+
+    start = app.make("start")
+    assert f"started release {release} on port {app.port}" in start.stdout
+    assert app.release() == release
+    new_pid = app.pid()
+    assert new_pid != pid
+
+    again = app.make("start")
+    assert f"already running: release {release}, pid {new_pid}" in again.stdout
+    assert app.pid() == new_pid and app.release() == release
+
+    logs = app.make("logs", LINES="5").stdout.splitlines()
+    assert 0 < len(logs) <= 5
+    assert all(re.match(r"\[\d{4}-\d\d-\d\d [\d:]+ [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ", line) for line in logs), logs
+    everything = app.make("logs", LINES="1000").stdout
+    assert re.search(rf"\[{new_pid}\] \[INFO\] Listening at: http://[\d.]+:{app.port} \({new_pid}\)", everything)
+    assert f"Booting worker with pid: {children(new_pid)[0]}" in everything
+
+
+# --- 4. variables are checked before anything touches the host ------------------------
+
+
+@pytest.mark.parametrize("target", ["deploy", "stop"])
+@pytest.mark.parametrize("overrides, words", [
+    ({"REMOTE_HOST": None}, ["REMOTE_HOST is not set"]),
+    ({"PORT": "abc"}, ["PORT must be a number", "abc"]),
+    ({"PORT": "70000"}, ["PORT must be between 1 and 65535", "70000"]),
+], ids=["no-REMOTE_HOST", "PORT=abc", "PORT=70000"])
+def test_bad_variables_stop_before_ssh(fresh_app, monkeypatch, target, overrides, words):
+    monkeypatch.delenv("REMOTE_HOST", raising=False)
+    variables = {k: v for k, v in {**fresh_app.vars, **overrides}.items() if v is not None}
+    started = time.monotonic()
+    result = make(fresh_app.project, target, check=False, **variables)
+    assert time.monotonic() - started < 10
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stderr
+    assert "==>" not in result.stdout  # no check-config, test or pack either
+    assert not fresh_app.dir.exists()  # no ssh: every target first makes REMOTE_DIR
+
+
+# --- 5. an unreachable host -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["refused", "silent"])
+def test_unreachable_host_fails_fast_and_changes_nothing(serving, how):
+    app = serving
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if how == "silent":
+            sock.listen(1)  # accepts the TCP connection, never says a word of SSH
+        release = app.release()
+        before = tree(app.dir)
+        started = time.monotonic()
+        result = app.make("deploy", check=False, REMOTE_HOST="127.0.0.1",
+                          SSH_OPTS=f"{app.host.ssh_opts} -o Port={sock.getsockname()[1]}")
+        elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert elapsed < 15
+    assert "cannot reach 127.0.0.1" in result.stderr
+    assert "==>" not in result.stdout
+    assert tree(app.dir) == before
+    assert app.release() == release
+
+
+# --- 6. the deploy lock -----------------------------------------------------------------
+
+
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def lock_info(app: App) -> str:
+    try:
+        return (app.dir / ".deploy.lock" / "info").read_text()
+    except OSError:
+        return ""
+
+
+def write_lock(app: App, pid: int, who: str) -> None:
+    (app.dir / ".deploy.lock").mkdir()
+    (app.dir / ".deploy.lock" / "info").write_text(
+        f"who={who}\nwhen=2026-01-01T00:00:00Z\nversion=my-flask-app-0.0.9.tar.gz\npid={pid}\n")
+
+
+def test_a_running_deploy_holds_the_lock(serving):
+    app = serving
+    before = app.release()
+    command = ["make", "--no-print-directory", "deploy", *(f"{k}={v}" for k, v in app.vars.items())]
+    first = subprocess.Popen(command, cwd=app.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        info = wait_for(lambda: "pid=" in lock_info(app) and lock_info(app), 120, "the deploy to take the lock")
+        started = time.monotonic()
+        second = app.make("restart", check=False)  # takes the lock at once: no local build
+        assert first.poll() is None, "the refusal came while the deploy still ran"
+        assert time.monotonic() - started < 15
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode != 0
+    assert "another deploy holds the lock" in second.stderr
+    assert re.search(r"who=[^@\s]+@\S+ when=\d{4}-\d\d-\d\dT[\d:]+Z version=my-flask-app-0\.1\.0-\S+\.tar\.gz",
+                     second.stderr), second.stderr
+    assert " ".join(info.split()) in " ".join(second.stderr.split())
+    assert first.returncode == 0, out + err
+    assert app.release() not in (before, "")
+    assert not (app.dir / ".deploy.lock").exists()
+
+
+def test_a_live_lock_refuses_a_deploy_and_make_unlock_removes_it(serving):
+    app = serving
+    before = app.release()
+    holder = subprocess.Popen(["sh", "-c", "sleep 60; :", "remote.sh"])  # looks like a deploy
+    try:
+        wait_for(lambda: "remote.sh" in cmdline(holder.pid), 10, "the holder to start")
+        write_lock(app, holder.pid, "alice@laptop")
+        refused = app.make("deploy", check=False)
+        assert refused.returncode != 0
+        assert "another deploy holds the lock" in refused.stderr
+        assert "who=alice@laptop when=2026-01-01T00:00:00Z version=my-flask-app-0.0.9.tar.gz" in refused.stderr
+        assert f"pid={holder.pid}" in lock_info(app)  # the refused deploy left the lock alone
+        assert app.release() == before
+        assert holder.poll() is None
+
+        unlock = app.make("unlock")
+        assert "removing deploy lock (who=alice@laptop" in unlock.stdout
+        assert not (app.dir / ".deploy.lock").exists()
+        assert "no deploy lock held" in app.make("unlock").stdout
+        assert holder.poll() is None  # unlock removes the lock, it kills nobody
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_whose_holder_died_is_taken_over(serving):
+    app = serving
+    before = app.release()
+    write_lock(app, dead_pid(), "bob@crashed")
+    result = app.deploy()
+    assert "taking over a stale deploy lock (who=bob@crashed" in result.stdout
+    assert app.release() != before
+    assert not (app.dir / ".deploy.lock").exists()
+
+
+# --- 7. interrupted uploads and unfinished releases -----------------------------------
+
+
+def finished(app: App) -> list[str]:
+    """Finished releases as `make releases` lists them (oldest first), and which is current."""
+    return [line[2:].split()[0] for line in app.make("releases").stdout.splitlines()
+            if "(unfinished" not in line and RELEASE_ID.match(line[2:])]
+
+
+def interrupted_upload(app: App, name: str) -> Path:
+    """Upload the release with a real scp, slowed down and killed (with its ssh) part way."""
+    tarball = next((app.project / "build").glob("my-flask-app-*.tar.gz"))
+    partial = app.dir / ".incoming" / name
+    scp = subprocess.Popen(["scp", "-q", *shlex.split(app.host.ssh_opts), "-l", "200", str(tarball),
+                            f"{app.host.host_alias}:{partial}"], start_new_session=True)
+    try:
+        wait_for(lambda: partial.exists() and partial.stat().st_size > 0, 30, "scp to start writing")
+    finally:
+        os.killpg(scp.pid, signal.SIGKILL)
+        scp.wait()
+    assert 0 < partial.stat().st_size < tarball.stat().st_size
+    return tarball
+
+
+def test_broken_uploads_and_installs_are_never_activated(serving):
+    app = serving
+    if finished(app).index(app.current()) == 0:  # rollback below needs an older release
+        app.deploy()
+    releases, current = finished(app), app.current()
+    previous = releases[releases.index(current) - 1]
+
+    # A release killed while installing, newer than the one rollback should pick.
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(
+        calendar.timegm(time.strptime(current.split("-")[-1], "%Y%m%dT%H%M%SZ")) - 1))
+    unfinished = app.dir / "releases" / f"0.1.0-{stamp}"
+    (unfinished / "venv" / "bin").mkdir(parents=True)
+    (unfinished / "RELEASE").write_text("name=my-flask-app\nversion=0.1.0\n")
+    (unfinished / ".unfinished").touch()
+    listing = app.make("releases").stdout
+    assert f"  {unfinished.name} (unfinished" in listing
+    assert f"* {current} (current)" in listing
+    rollback = app.make("rollback")
+    assert f"rolling back from {current} to {previous}" in rollback.stdout
+    assert app.release() == previous
+
+    # An upload cut off half-way: the host's check refuses it, nothing changes.
+    name = "my-flask-app-0.1.0-interrupted.tar.gz"
+    tarball = interrupted_upload(app, name)
+    sha = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    on_disk = sorted(os.listdir(app.dir / "releases"))
+    refused = app.host.run(f"APP_DIR={app.dir} PORT={app.port} DEPLOY_WHO=test "
+                           f"sh {app.dir}/remote.sh deploy {name} {sha}", timeout=120)
+    assert refused.returncode != 0
+    assert f"upload {name} is incomplete or corrupt" in refused.stderr
+    assert app.release() == previous
+    assert sorted(os.listdir(app.dir / "releases")) == on_disk
+    assert not (app.dir / ".deploy.lock").exists()
+    assert app.make("status").returncode == 0
+
+    # The next deploy works, activates its own release and removes the unfinished one.
+    app.deploy()
+    assert app.release() == app.current() not in (previous, unfinished.name)
+    assert not unfinished.exists()
+    assert "unfinished" not in app.make("releases").stdout
+
+
+# --- 8. pidfiles that lie ---------------------------------------------------------------
+
+
+def test_after_kill_9_status_fails_and_start_serves(serving):
+    app = serving
+    release, master = app.release(), app.pid()
+    assert str(app.dir) in cmdline(master)
+    workers = children(master)
+    assert workers
+    for pid in [master, *workers]:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not any(alive(p) for p in [master, *workers]), 10, "gunicorn to die")
+    wait_for(lambda: not port_open(app.port), 10, "the port to close")
+    assert app.pid() == master  # the pidfile is stale now
+
+    status = app.make("status", check=False)
+    assert status.returncode != 0
+    assert "master: not running" in status.stdout
+    start = app.make("start")
+    assert f"started release {release}" in start.stdout
+    assert app.release() == release
+    assert app.pid() != master
+
+
+def test_a_pidfile_naming_another_program_is_not_trusted(serving):
+    app = serving
+    release = app.release()
+    app.make("stop")
+    sleeper = subprocess.Popen(["sleep", "120"])
+    pidfile = app.run_dir / "gunicorn.pid"
+    try:
+        pidfile.write_text(f"{sleeper.pid}\n")
+        stop = app.make("stop")
+        assert "not running" in stop.stdout
+        assert sleeper.poll() is None
+        status = app.make("status", check=False)
+        assert status.returncode != 0
+        assert sleeper.poll() is None
+
+        pidfile.write_text(f"{sleeper.pid}\n")  # e.g. a crash, then the pid was reused
+        started = time.monotonic()
+        start = app.make("start", check=False)
+        assert start.returncode == 0, output(start)
+        assert time.monotonic() - started < 30
+        assert app.release() == release
+        assert app.pid() != sleeper.pid
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# --- 9. the port is taken ---------------------------------------------------------------
+
+
+def test_first_deploy_to_a_port_in_use_fails_and_leaves_its_owner_alone(fresh_app):
+    app = fresh_app
+    with socket.socket() as owner:
+        owner.bind(("127.0.0.1", app.port))
+        owner.listen(5)
+        result = app.deploy(check=False)
+        assert result.returncode != 0
+        assert re.search(rf"port {app.port} .*already in use", result.stderr), output(result)
+        owner.settimeout(5)
+        with socket.create_connection(("127.0.0.1", app.port), timeout=5) as client:
+            client.sendall(b"still mine")
+            while True:  # the backlog also holds the host's own probe of the port
+                conn, peer = owner.accept()
+                with conn:
+                    if peer == client.getsockname():
+                        assert conn.recv(100) == b"still mine"
+                        break
+    assert not (app.dir / "current").exists()
+    assert os.listdir(app.dir / "releases") == []
+    assert not (app.dir / ".deploy.lock").exists()
+    assert app.processes() == []
+
+
+def test_start_when_running_is_harmless(serving):
+    app = serving
+    release, pid = app.release(), app.pid()
+    result = app.make("start")
+    assert "already running" in result.stdout
+    assert (app.release(), app.pid()) == (release, pid)
+    assert app.make("status").returncode == 0
+
+
+def test_print_deploy_timings():
+    print("\n".join(["", "deploy timings:", *TIMINGS]))
