@@ -38,11 +38,13 @@ class Load:
         self.pause = pause  # seconds each thread sleeps between its requests (0: flat out)
         self.ok = 0
         self.failed = 0
-        self.failures: list[tuple[float, str]] = []  # (seconds since start, what went wrong)
+        self.failures: list[tuple[float, str]] = []  # the first 100: (seconds since start, error)
         self.latencies: list[float] = []  # seconds, of every request, ok or not
         self.releases_seen: set[str] = set()
         self.per_release: dict[str, int] = {}
         self.last_release: str | None = None
+        self.longest_gap = 0.0  # longest time in seconds with no request succeeding
+        self._last_ok = 0.0
         self.started = 0.0
         self.stopped = 0.0
         self._lock = threading.Lock()
@@ -70,7 +72,7 @@ class Load:
 
     def summary(self) -> str:
         return (f"{self.ok} ok, {self.failed} failed in {self.duration:.1f}s, worst "
-                f"{self.worst_latency * 1000:.0f}ms, releases {sorted(self.releases_seen)}, "
+                f"{self.worst_latency * 1000:.0f}ms, longest gap {self.longest_gap * 1000:.0f}ms, releases {sorted(self.releases_seen)}, "
                 f"first failures {self.failures[:3]}")
 
     # --- running ----------------------------------------------------------------------
@@ -96,13 +98,16 @@ class Load:
             self.latencies.append(ended - began)
             if error is None:
                 self.ok += 1
+                self.longest_gap = max(self.longest_gap, ended - self._last_ok)
+                self._last_ok = ended
                 if release is not None:
                     self.releases_seen.add(release)
                     self.per_release[release] = self.per_release.get(release, 0) + 1
                     self.last_release = release
             else:
                 self.failed += 1
-                self.failures.append((round(began - self.started, 3), error))
+                if len(self.failures) < 100:
+                    self.failures.append((round(began - self.started, 3), error))
 
     def _run(self) -> None:
         deadline = self.started + self.max_seconds
@@ -118,7 +123,7 @@ class Load:
                 self._stop.wait(self.pause)
 
     def start(self) -> Load:
-        self.started = time.monotonic()
+        self.started = self._last_ok = time.monotonic()
         self._workers = [threading.Thread(target=self._run, name=f"load-{i}", daemon=True)
                          for i in range(self.threads)]
         for worker in self._workers:
@@ -131,6 +136,14 @@ class Load:
             worker.join(self.timeout + 5)
         if not self.stopped:
             self.stopped = time.monotonic()
+            with self._lock:
+                self.longest_gap = max(self.longest_gap, self.stopped - self._last_ok)
+
+    def wait(self) -> None:
+        """Block until the workers stop by themselves (max_seconds or max_requests)."""
+        for worker in self._workers:
+            worker.join()
+        self.stop()
 
     def wait_for(self, ok: int, timeout: float = 30.0) -> None:
         """Block until at least `ok` requests succeeded (raise TimeoutError otherwise)."""
