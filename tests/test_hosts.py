@@ -160,7 +160,7 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet(baked_project, hosts) -> Fleet:
+def fleet(hosts, baked_project) -> Fleet:  # hosts first: skip before baking
     return Fleet(baked_project, hosts)
 
 
@@ -214,6 +214,24 @@ def test_host_targets_report_per_host(fleet, first_rollout):
     assert fleet.serving(2) == fleet.current(2)
     logs = fleet.make("logs", LINES="3")
     assert re.findall(r"^==> (\S+)$", logs.stdout, re.M) == ["web1", "web2", "web3"]
+    restart = fleet.make("restart", REMOTE_HOSTS="web1 web2")
+    assert restart.stdout.count("handover: ") == 2, restart.stdout
+    assert fleet.make("unlock").stdout.count("no deploy lock held") == 3
+
+
+def test_deploy_hosts_from_the_ini_and_an_explicit_remote_host(fleet, first_rollout):
+    """[deploy] hosts is the default list; REMOTE_HOST=… on the command line picks one host."""
+    prod = fleet.project / "config" / "prod.ini"
+    saved = prod.read_text()
+    prod.write_text(saved + f"\n[deploy]\nhosts = {fleet.hosts.aliases}\n")
+    try:
+        common = dict(SSH_OPTS=fleet.hosts.ssh_opts, REMOTE_DIR=str(fleet.hosts.remote_dir), PORT=str(PORT))
+        every = make(fleet.project, "releases", **common)
+        one = make(fleet.project, "status", REMOTE_HOST="web2", **common)
+    finally:
+        prod.write_text(saved)
+    assert re.findall(r"^==> (\S+)$", every.stdout, re.M) == ["web1", "web2", "web3"]
+    assert "==>" not in one.stdout and f"release: {fleet.current(1)}" in one.stdout
 
 
 def test_a_held_lock_stops_the_rollout_before_anything_changes(fleet, first_rollout):

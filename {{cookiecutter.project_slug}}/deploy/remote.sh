@@ -213,8 +213,9 @@ smoke_boot() {
         --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 &
     SMOKE_PID=$!
     ok=0 deadline=$(($(date +%s) + BOOT_TIMEOUT))
-    # Until we reap it, the pid is ours; once it has exited (a zombie) its cmdline is empty.
-    while grep -q . "/proc/$SMOKE_PID/cmdline" 2>/dev/null; do
+    # Until we reap it, the pid is ours: it has exited once it is a zombie (state Z) or gone.
+    # (Not an empty cmdline: that is also what a live child shows for a moment while it execs.)
+    while [ -e "/proc/$SMOKE_PID" ] && [ "$(sed 's/.*) //; s/ .*//' "/proc/$SMOKE_PID/stat" 2>/dev/null)" != Z ]; do
         if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" >/dev/null; then ok=1; break; fi
         [ "$(date +%s)" -lt "$deadline" ] || break
         sleep 0.2
