@@ -25,7 +25,6 @@ from conftest import make
 from sshd import free_port
 
 RELEASE_ID = re.compile(r"\d+\.\d+\.\d+-\d{8}T\d{6}Z")
-TIMINGS: list[str] = []  # deploy timings, printed with -s or -rP
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -83,6 +82,21 @@ def output(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout + result.stderr
 
 
+def wait_for(predicate, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def lock_info(app: App) -> str:
+    try:
+        return (app.dir / ".deploy.lock" / "info").read_text()
+    except OSError:
+        return ""
+
+
 def tree(root: Path) -> dict[str, tuple]:
     """Every path under root with its type, size and mtime: to prove nothing changed."""
     snapshot = {}
@@ -103,8 +117,10 @@ class App:
         return dict(REMOTE_HOST=self.host.host_alias, SSH_OPTS=self.host.ssh_opts,
                     REMOTE_DIR=str(self.dir), PORT=str(self.port))
 
-    def make(self, *targets: str, check: bool = True, **overrides: str):
-        return make(self.project, *targets, check=check, **{**self.vars, **overrides})
+    def make(self, *targets: str, check: bool = True, **overrides: str | None):
+        """`make TARGETS` with this app's variables; an override of None leaves one out."""
+        variables = {k: v for k, v in {**self.vars, **overrides}.items() if v is not None}
+        return make(self.project, *targets, check=check, **variables)
 
     def deploy(self, check: bool = True):
         started = time.monotonic()
@@ -112,9 +128,8 @@ class App:
         wall = time.monotonic() - started
         host = re.search(r"^\s*host: (\d+)ms", result.stdout, re.M)
         steps = " ".join(f"{m[0]} {m[1]}s" for m in re.findall(r"^\s+(\w+): ([\d.]+)s$", result.stdout, re.M))
-        TIMINGS.append(f"deploy to {self.dir.parent.name}: exit {result.returncode}, wall {wall:.1f}s, "
-                       f"host {int(host.group(1)) / 1000 if host else '?'}s ({steps})")
-        print(TIMINGS[-1])
+        print(f"deploy to {self.dir.parent.name}: exit {result.returncode}, wall {wall:.1f}s, "
+              f"host {int(host.group(1)) / 1000 if host else '?'}s ({steps})")  # shown with -s or -rP
         return result
 
     def release(self) -> str:
@@ -257,6 +272,19 @@ def test_redeploy_keeps_local_ini_then_rollback(serving):
     assert local_ini(app) == secrets
 
 
+def test_status_and_restart_find_the_app_on_its_own_port(serving):
+    """Deployed with PORT=… on the command line, then asked without it (the config's port)."""
+    app = serving
+    release, pid = app.release(), app.pid()
+    status = app.make("status", PORT=None)
+    assert f"port: {app.port}" in status.stdout
+    assert release in status.stdout.split("healthz:")[1]
+    restart = app.make("restart", PORT=None, check=False)
+    assert restart.returncode == 0, output(restart)
+    assert app.release() == release
+    assert app.pid() != pid  # a fresh master, on the same port
+
+
 # --- 3. stop, start, logs -------------------------------------------------------------
 
 
@@ -342,21 +370,6 @@ def test_unreachable_host_fails_fast_and_changes_nothing(serving, how):
 # --- 6. the deploy lock -----------------------------------------------------------------
 
 
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
-def lock_info(app: App) -> str:
-    try:
-        return (app.dir / ".deploy.lock" / "info").read_text()
-    except OSError:
-        return ""
-
-
 def write_lock(app: App, pid: int, who: str) -> None:
     (app.dir / ".deploy.lock").mkdir()
     (app.dir / ".deploy.lock" / "info").write_text(
@@ -427,7 +440,7 @@ def test_a_lock_whose_holder_died_is_taken_over(serving):
 
 
 def finished(app: App) -> list[str]:
-    """Finished releases as `make releases` lists them (oldest first), and which is current."""
+    """Finished releases as `make releases` lists them, oldest first."""
     return [line[2:].split()[0] for line in app.make("releases").stdout.splitlines()
             if "(unfinished" not in line and RELEASE_ID.match(line[2:])]
 
@@ -575,6 +588,3 @@ def test_start_when_running_is_harmless(serving):
     assert (app.release(), app.pid()) == (release, pid)
     assert app.make("status").returncode == 0
 
-
-def test_print_deploy_timings():
-    print("\n".join(["", "deploy timings:", *TIMINGS]))

@@ -188,6 +188,16 @@ port_taken() {
 
 running_port() { cat "$RUN/port" 2>/dev/null || true; }
 
+# status and restart act on the running app, which cannot move: ask it on its own port,
+# whatever PORT says (the config's default when the deploy had PORT=… on its command line).
+use_running_port() {
+    was=$(running_port)
+    if [ -n "$was" ] && [ "$was" != "${PORT:-}" ]; then
+        say "(the app runs on port $was, not PORT=${PORT:-}: asking it there)"
+        PORT=$was
+    fi
+}
+
 check_port() {  # refuse before touching anything when PORT cannot be ours
     [ -n "${PORT:-}" ] || die "PORT is not set"
     if pid=$(master_pid); then
@@ -313,7 +323,7 @@ cmd_stop() {
 cmd_restart() {  # zero-downtime when running, a plain start otherwise
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
     lock restart
-    if master_pid >/dev/null; then step handover handover "$(current_id)"; else cmd_start; fi
+    if master_pid >/dev/null; then use_running_port; step handover handover "$(current_id)"; else cmd_start; fi
 }
 
 cmd_rollback() {
@@ -332,6 +342,7 @@ cmd_status() {
     say "release: $(current_id)"
     pid=$(master_pid) || { say "master: not running"; return 1; }
     say "master: pid $pid, up $(ps -o etime= -p "$pid" | tr -d ' ')"
+    use_running_port
     say "port: ${PORT}"
     if answer=$(healthz); then say "healthz: $answer"; else say "healthz: FAILED: $answer"; return 1; fi
 }
