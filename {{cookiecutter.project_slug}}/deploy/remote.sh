@@ -98,7 +98,7 @@ lock_describe() { tr '\n' ' ' <"$LOCK/info" 2>/dev/null || echo "no details"; }
 lock() {
     if ! mkdir "$LOCK" 2>/dev/null; then
         holder=$(sed -n 's/^pid=//p' "$LOCK/info" 2>/dev/null || true)
-        if [ -z "$holder" ] || tr '\0' ' ' <"/proc/$holder/cmdline" 2>/dev/null | grep -q remote.sh; then
+        if [ -z "$holder" ] || tr '\0' ' ' 2>/dev/null <"/proc/$holder/cmdline" | grep -q remote.sh; then
             die "another deploy holds the lock on $APP_DIR ($(lock_describe)); wait for it, or run make unlock if it is dead"
         fi
         say "taking over a stale deploy lock ($(lock_describe))"
@@ -118,7 +118,7 @@ on_exit() {
     if [ "${SWITCHED_FROM:-}" ]; then
         say "switching current back to $SWITCHED_FROM"
         switch_to "$SWITCHED_FROM"
-        if ! master_pid >/dev/null; then start_master >/dev/null 2>&1 || true; fi
+        if old=$(master_pid); then stop_handover_child "$old"; else start_master >/dev/null 2>&1 || true; fi
         say "now serving: $(current_id)"
     fi
     if [ -n "${SMOKE_PID:-}" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; fi
@@ -246,10 +246,22 @@ switch_to() {
     mv -T "$APP_DIR/.current.tmp.$$" "$CURRENT"
 }
 
+# A hand-over interrupted for good (remote.sh killed between USR2 and TERM) leaves the
+# new master running as a child of the old one, which then ignores every USR2 ("Child
+# exists"). Stop that child: its parent still serves, so no request is lost.
+stop_handover_child() {  # pid of the running master
+    child=$(cat "$PIDFILE.2" 2>/dev/null || true)
+    is_master "$child" && [ "$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$child/status" 2>/dev/null)" = "$1" ] || return 0
+    say "stopping pid $child, the new master of an unfinished hand-over"
+    kill -TERM "$child" 2>/dev/null || true
+    wait_gone "$child" "$STOP_TIMEOUT" || kill -KILL "$child" 2>/dev/null || true
+}
+
 # USR2 hand-over: the old master forks a new one that runs `current` (see pre_exec in
 # gunicorn.conf.py); both share the listening socket, so no request is refused.
 handover() {  # release id now current
     old=$(master_pid) || { start_master; return; }
+    stop_handover_child "$old"
     rm -f "$PIDFILE.2"
     kill -USR2 "$old"
     if ! healthz --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null; then
@@ -258,6 +270,7 @@ handover() {  # release id now current
         tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
         die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
     fi
+    SWITCHED_FROM=  # the new release serves: from here on, an interruption keeps it
     kill -TERM "$old"
     wait_gone "$old" "$((STOP_TIMEOUT + 5))" || kill -KILL "$old" 2>/dev/null || true
     # The new master renames gunicorn.pid.2 to gunicorn.pid once it sees its parent gone.
@@ -310,6 +323,7 @@ cmd_start() {
 
 cmd_stop() {
     pid=$(master_pid) || { rm -f "$PIDFILE"; say "not running"; return 0; }
+    stop_handover_child "$pid"  # else it would take over once its parent is gone
     kill -TERM "$pid"
     if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
         say "pid $pid ignored TERM for ${STOP_TIMEOUT}s: sending KILL"
