@@ -114,6 +114,13 @@ def _wait_until(condition, timeout: float, what: str, interval: float = 0.02) ->
         time.sleep(interval)
 
 
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _alive(pid: int) -> bool:
     """Running and not a zombie (a zombie's cmdline is empty)."""
     return bool(_cmdline(pid))
@@ -331,23 +338,50 @@ def test_client_killed_mid_install_host_finishes_alone(app: App, tmp_path: Path)
     _next_deploy_succeeds(app)
 
 
-def test_host_script_killed_mid_install_leaves_a_stale_lock(app: App, tmp_path: Path) -> None:
+def _gunicorns(app: App) -> dict[int, list[str]]:
+    """Every gunicorn process running from this app's releases: pid -> argv."""
+    prefix = f"{app.remote_dir}/releases/"
+    return {pid: argv for pid in _pids()
+            if (argv := _cmdline(pid)) and any(a.startswith(prefix) and "gunicorn" in a for a in argv)}
+
+
+@pytest.mark.parametrize("window", ["install", "handover"])
+def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: Path, window: str) -> None:
+    """SIGKILL the host script: mid-install (a release with .unfinished), or mid-hand-over
+    (the USR2 master has written gunicorn.pid.2, the old one still runs)."""
     before = app.current
     log = tmp_path / "deploy.log"
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
         try:
-            _wait_for_unfinished(app, proc, log)
+            if window == "install":
+                _wait_for_unfinished(app, proc, log)
+            else:
+                pid2 = app.pidfile.with_name("gunicorn.pid.2")
+                _wait_until(lambda: pid2.exists() or proc.poll() is not None, 180, str(pid2), 0.005)
+                assert proc.poll() is None, "make deploy ended before the hand-over:\n" + log.read_text()
             os.kill(_host_script(app), signal.SIGKILL)
             assert proc.wait(120) != 0, log.read_text()
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+        # Killed between USR2 and TERM (the usual case), two masters now serve: the old one
+        # and its child, the new master, which makes the old one ignore any later USR2.
+        child = _read_pid(app.pidfile.with_name("gunicorn.pid.2"))
+        two_masters = window == "handover" and _alive(child) and _ppid(child) == _read_pid(app.pidfile)
         assert app.lock.exists(), "a SIGKILLed host script cannot release its lock"
         assert _lock_released(app), "the lock's holder should be dead"
-        assert app.current == before and app.healthz()["release"] == before
+        answer = app.healthz()["release"]
+        if window == "install":
+            assert app.current == before and answer == before
         out = _next_deploy_succeeds(app)
         time.sleep(0.5)
-    _assert_quiet(load, "deploy whose host script was killed, and the next one")
+    _assert_quiet(load, f"deploy whose host script was killed mid-{window}, and the next one")
     assert "taking over a stale deploy lock" in out, out
+    if two_masters:
+        assert "the new master of an unfinished hand-over" in out, out
+    print(f"host script killed mid-{window}: {'two masters were left' if two_masters else 'one master'}")
     assert not any((app.remote_dir / "releases").glob("*/.unfinished")), "the unfinished release was not pruned"
+    strays = {pid: argv for pid, argv in _gunicorns(app).items()
+              if not any(a.startswith(f"{app.remote_dir}/releases/{app.current}/") for a in argv)}
+    assert not strays, f"gunicorn processes of other releases still run: {strays}"
