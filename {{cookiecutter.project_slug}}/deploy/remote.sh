@@ -214,6 +214,12 @@ check_port() {  # refuse before touching anything when PORT cannot be ours
 smoke_boot() {
     dir=$RELEASES/$1
     sock=$RUN/smoke.sock
+    # The smoke gunicorn of a remote.sh that was killed (SIGKILL) mid-boot outlives it: stop it.
+    left=$(cat "$RUN/smoke.pid" 2>/dev/null || true)
+    if is_master "$left" && tr '\0' ' ' 2>/dev/null <"/proc/$left/cmdline" | grep -qF -- "--pid $RUN/smoke.pid"; then
+        kill -TERM "$left" 2>/dev/null || true
+        wait_gone "$left" "$STOP_TIMEOUT" || kill -KILL "$left" 2>/dev/null || true
+    fi
     rm -f "$sock" "$RUN/smoke.pid" "$LOG/smoke.log"
     # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it
     # exit: gunicorn shuts down by itself at once when a worker cannot import the app, and
