@@ -345,10 +345,11 @@ def _gunicorns(app: App) -> dict[int, list[str]]:
             if (argv := _cmdline(pid)) and any(a.startswith(prefix) and "gunicorn" in a for a in argv)}
 
 
-@pytest.mark.parametrize("window", ["install", "handover"])
+@pytest.mark.parametrize("window", ["install", "smoke", "handover"])
 def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: Path, window: str) -> None:
-    """SIGKILL the host script: mid-install (a release with .unfinished), or mid-hand-over
-    (the USR2 master has written gunicorn.pid.2, the old one still runs)."""
+    """SIGKILL the host script: mid-install (a release with .unfinished), mid-smoke-boot
+    (its gunicorn wrote smoke.pid) or mid-hand-over (the USR2 master has written
+    gunicorn.pid.2, the old one still runs)."""
     before = app.current
     log = tmp_path / "deploy.log"
     with Load(app.port, **LOAD) as load:
@@ -357,9 +358,9 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
             if window == "install":
                 _wait_for_unfinished(app, proc, log)
             else:
-                pid2 = app.pidfile.with_name("gunicorn.pid.2")
-                _wait_until(lambda: pid2.exists() or proc.poll() is not None, 180, str(pid2), 0.005)
-                assert proc.poll() is None, "make deploy ended before the hand-over:\n" + log.read_text()
+                marker = app.pidfile.with_name("gunicorn.pid.2" if window == "handover" else "smoke.pid")
+                _wait_until(lambda: marker.exists() or proc.poll() is not None, 180, str(marker), 0.005)
+                assert proc.poll() is None, f"make deploy ended before {marker} appeared:\n" + log.read_text()
             os.kill(_host_script(app), signal.SIGKILL)
             assert proc.wait(120) != 0, log.read_text()
         finally:
@@ -372,7 +373,7 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
         assert app.lock.exists(), "a SIGKILLed host script cannot release its lock"
         assert _lock_released(app), "the lock's holder should be dead"
         answer = app.healthz()["release"]
-        if window == "install":
+        if window != "handover":
             assert app.current == before and answer == before
         out = _next_deploy_succeeds(app)
         time.sleep(0.5)
