@@ -242,6 +242,8 @@ def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:
         f"the master (pid {master}) does not run the new release {release}: {argv}\n"
         "gunicorn's USR2 re-exec changed: check pre_exec in deploy/gunicorn.conf.py")
     assert os.readlink(f"/proc/{master}/cwd") == release
+    log = (app.remote_dir / "shared" / "log" / "gunicorn.log").read_text()
+    assert f"[{master}] [INFO] re-exec into {release}" in log, "pre_exec did not run in the new master"
     assert app.healthz()["release"] == os.path.basename(release)
 
     # Static pins: the hooks pre_exec relies on are internals of gunicorn's Arbiter.
