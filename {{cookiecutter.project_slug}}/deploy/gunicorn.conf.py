@@ -36,7 +36,7 @@ def pre_exec(server):
     """On USR2, re-exec into the release `current` points to now, not the one we started from.
 
     gunicorn re-execs its own sys.executable and argv, i.e. the old release's venv.
-    START_CTX is gunicorn internals: tests/test_deploy.py pins the behaviour.
+    START_CTX is gunicorn internals: the template's tests/test_handover.py pins the behaviour.
     """
     release = os.path.realpath(os.environ["{{ cookiecutter.package_name | upper }}_CURRENT"])
     python = os.path.join(release, "venv", "bin", "python")
