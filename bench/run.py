@@ -101,7 +101,10 @@ def deploy_rows(project: Project, label: str) -> None:
     total, out = project.make("deploy", remote=True)
     host = parse_ms(out, "host")
     install = parse_ms(out, "install")
-    row(f"{label}: total (local + host)", secs(total), f"local {secs(total - host)}, host {secs(host)}")
+    steps = ", ".join(f"{m.group(1)} {float(m.group(2)):.2f} s" for m in
+                      re.finditer(r"^\s*(smoke_boot|switch|handover|prune): ([\d.]+)s\s*$", out, re.M))
+    row(f"{label}: total (local + host)", secs(total),
+        f"local {secs(total - host)}, host {secs(host)} (install {secs(install)}, {steps})")
     row(f"{label}: host `install:` step", secs(install),
         "verify + unpack + venv + offline pip install of the release's wheels")
 
