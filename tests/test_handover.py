@@ -225,8 +225,15 @@ def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
     _assert_quiet(load, "refused deploy")
     assert load.releases_seen == {before}, load.summary()
     assert not app.lock.exists(), "the deploy lock was not released"
-    app.make("deploy")  # the next good deploy goes through
-    assert app.current != before and app.healthz()["release"] == app.current
+    refused = [line for line in app.make("releases").stdout.splitlines() if "refused" in line]
+    assert len(refused) == 1, "the refused release is not shown as refused"
+    refused_id = refused[0].split()[0]
+    app.make("deploy")  # the next good deploy goes through, and clears the refused one away
+    good = app.current
+    assert good != before and app.healthz()["release"] == good
+    assert "refused" not in app.make("releases").stdout
+    app.make("rollback")  # back to an older release that served, never to the refused one
+    assert app.healthz()["release"] not in (good, refused_id)
 
 
 # --- the gunicorn behaviour the hand-over relies on ----------------------------------

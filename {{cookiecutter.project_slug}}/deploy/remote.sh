@@ -8,7 +8,6 @@
 # BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock).
 set -eu
 
-PKG={{ cookiecutter.package_name }}
 DIST={{ cookiecutter.project_slug }}
 VARS={{ cookiecutter.package_name | upper }}   # prefix of the app's environment variables
 APP_ENV=${APP_ENV:-prod}
@@ -78,9 +77,10 @@ current_id() { basename "$(current_dir)"; }
 release_time() { echo "${1##*-}"; }
 
 # Finished releases, oldest first (ids end in a UTC timestamp; versions do not sort).
+# Unfinished installs and refused releases (failed to boot) are never rollback targets.
 finished_releases() {
     for dir in "$RELEASES"/*/; do
-        [ -d "$dir" ] && [ ! -e "$dir.unfinished" ] || continue
+        [ -d "$dir" ] && [ ! -e "$dir.unfinished" ] && [ ! -e "$dir.refused" ] || continue
         id=$(basename "$dir")
         echo "$(release_time "$id") $id"
     done | sort | cut -d' ' -f2
@@ -240,6 +240,7 @@ smoke_boot() {
     wait "$SMOKE_PID" 2>/dev/null || true
     SMOKE_PID=
     if [ "$ok" != 1 ]; then
+        : >"$dir/.refused"
         say "--- last lines of $LOG/smoke.log:" >&2
         tail -n 20 "$LOG/smoke.log" >&2 2>/dev/null || true
         die "release $1 failed its smoke boot (no healthy /healthz on a private socket); it was not switched to, and what ran before runs unchanged"
@@ -272,6 +273,7 @@ handover() {  # release id now current
     kill -USR2 "$old"
     if ! healthz --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null; then
         if new=$(master_pid "$PIDFILE.2"); then kill -TERM "$new"; wait_gone "$new" "$STOP_TIMEOUT" || kill -KILL "$new"; fi
+        : >"$RELEASES/$1/.refused"
         say "--- last lines of $LOG/gunicorn.log:" >&2
         tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
         die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
@@ -376,6 +378,7 @@ cmd_releases() {
     done
     for dir in "$RELEASES"/*/; do
         [ -e "$dir.unfinished" ] && say "  $(basename "$dir") (unfinished, removed by the next deploy)"
+        [ -e "$dir.refused" ] && say "  $(basename "$dir") (refused: failed to boot, removed by the next deploy)"
     done
     return 0
 }
@@ -384,12 +387,15 @@ cmd_unlock() {
     if [ -d "$LOCK" ]; then say "removing deploy lock ($(lock_describe))"; rm -rf "$LOCK"; else say "no deploy lock held"; fi
 }
 
-# Keep the newest KEEP_RELEASES, never current or the one before; drop unfinished work.
+# Keep the newest KEEP_RELEASES, never current or the one before; drop unfinished work
+# and refused releases.
 cmd_prune() {
     cur=$( [ -L "$CURRENT" ] && current_id || true)
     prev=$( [ -L "$CURRENT" ] && previous_id || true)
     for dir in "$RELEASES"/*/; do
-        if [ -e "$dir.unfinished" ]; then rm -rf "$dir"; fi
+        if [ -e "$dir.unfinished" ] || { [ -e "$dir.refused" ] && [ "$(basename "$dir")" != "$cur" ]; }; then
+            rm -rf "$dir"
+        fi
     done
     finished_releases | head -n "-$KEEP_RELEASES" | while read -r id; do
         [ "$id" = "$cur" ] || [ "$id" = "$prev" ] || rm -rf "${RELEASES:?}/$id"
