@@ -161,8 +161,12 @@ install_release() {  # tarball-name sha256
     dir=$RELEASES/$RELEASE_ID
     : >"$unpack/.unfinished"  # removed only when the venv is complete
     mv "$unpack" "$dir"
-    "$PYTHON" -m venv "$dir/venv" || die "cannot create a venv with $PYTHON on the host (is python3-venv installed?)"
-    "$dir/venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
+    # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
+    # wheel, and pip runs straight from it.
+    "$PYTHON" -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
+    pip_wheel=$(find "$dir/wheels" -name 'pip-*.whl' | head -n 1)
+    [ -n "$pip_wheel" ] || die "release has no pip wheel in wheels/; nothing was installed"
+    "$dir/venv/bin/python" "$pip_wheel/pip" install --quiet --disable-pip-version-check --no-index \
         --find-links "$dir/wheels" "$DIST==$version" ||
         die "offline install of $DIST $version into $dir/venv failed"
     rm -f "$dir/.unfinished" "$tarball"
