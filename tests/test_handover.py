@@ -236,6 +236,46 @@ def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
     assert app.healthz()["release"] not in (good, refused_id)
 
 
+# Passes the smoke boot (which runs gunicorn in the foreground, *_FOREGROUND=1) but not the
+# real, daemonized master: the case only a check after the switch can catch.
+FAILS_AFTER_SWITCH = '''
+import os
+
+from . import release_id
+
+if release_id() != "dev" and not any(k.endswith("_FOREGROUND") for k in os.environ):
+    raise RuntimeError("fails only in the real master")
+'''
+
+
+def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
+    before = app.current
+    wsgi = next(app.project.glob("src/*/wsgi.py"))
+    original = wsgi.read_text()
+    try:
+        wsgi.write_text(original + FAILS_AFTER_SWITCH)
+        with Load(app.port, **LOAD) as load:
+            load.wait_for(ok=20)
+            started = time.monotonic()
+            result = app.make("deploy", check=False)
+            took = time.monotonic() - started
+            time.sleep(0.5)
+    finally:
+        wsgi.write_text(original)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "smoke_boot:" in out, "the release should have passed its smoke boot:\n" + out
+    assert "did not become healthy" in out and f"switching current back to {before}" in out, out
+    assert "RuntimeError: fails only in the real master" in out, "the log's tail is not shown:\n" + out
+    assert took < 60, f"the failed new master was waited on for {took:.0f}s"
+    assert app.current == before and app.healthz()["release"] == before
+    _assert_quiet(load, "release failing after the switch")
+    assert load.releases_seen == {before}, load.summary()
+    assert not app.lock.exists(), "the deploy lock was not released"
+    app.make("deploy")
+    assert app.current != before and app.healthz()["release"] == app.current
+
+
 # --- the gunicorn behaviour the hand-over relies on ----------------------------------
 
 def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:

@@ -268,6 +268,18 @@ stop_handover_child() {  # pid of the running master
     wait_gone "$child" "$STOP_TIMEOUT" || kill -KILL "$child" 2>/dev/null || true
 }
 
+# Wait until /healthz on PORT names release $1; give up early once the new master (the
+# pid in gunicorn.pid.2) has come and gone: gunicorn halts when a worker cannot boot.
+wait_new_master() {  # release id
+    seen='' deadline=$(($(date +%s) + BOOT_TIMEOUT))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        healthz --release "$1" >/dev/null && return 0
+        if master_pid "$PIDFILE.2" >/dev/null; then seen=1; elif [ -n "$seen" ]; then return 1; fi
+        sleep 0.2
+    done
+    return 1
+}
+
 # USR2 hand-over: the old master forks a new one that runs `current` (see pre_exec in
 # gunicorn.conf.py); both share the listening socket, so no request is refused.
 handover() {  # release id now current
@@ -275,7 +287,7 @@ handover() {  # release id now current
     stop_handover_child "$old"
     rm -f "$PIDFILE.2"
     kill -USR2 "$old"
-    if ! healthz --release "$1" --wait "$BOOT_TIMEOUT" >/dev/null; then
+    if ! wait_new_master "$1"; then
         if new=$(master_pid "$PIDFILE.2"); then kill -TERM "$new"; wait_gone "$new" "$STOP_TIMEOUT" || kill -KILL "$new"; fi
         : >"$RELEASES/$1/.refused"
         say "--- last lines of $LOG/gunicorn.log:" >&2
