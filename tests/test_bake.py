@@ -59,7 +59,8 @@ def baked(request, tmp_path_factory):
 
 
 def files(project: Path) -> list[Path]:
-    return sorted(p for p in project.rglob("*") if p.is_file())
+    """The baked files, less bytecode a local run may have left in the template checkout."""
+    return sorted(p for p in project.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
 def call_keywords(source: str, function: str) -> dict[str, ast.expr]:

@@ -203,21 +203,33 @@ if release_id() != "dev":
 '''
 
 
-def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
-    before = app.current
+def _deploy_broken_under_load(app: App, broken_code: str) -> tuple[str, Load, float]:
+    """`make deploy` of the project with BROKEN_CODE appended to wsgi.py, under load.
+
+    The project's own `make test` must still pass: only the host can tell. Returns the
+    deploy's output (it must fail), the load and how long the deploy took.
+    """
     wsgi = next(app.project.glob("src/*/wsgi.py"))
     original = wsgi.read_text()
     try:
-        wsgi.write_text(original + FAILS_ON_HOST)
-        make(app.project, "test")  # imports fine locally: only the host can tell
+        wsgi.write_text(original + broken_code)
+        make(app.project, "test")
         with Load(app.port, **LOAD) as load:
             load.wait_for(ok=20)
+            started = time.monotonic()
             result = app.make("deploy", check=False)
+            took = time.monotonic() - started
             time.sleep(0.5)
     finally:
         wsgi.write_text(original)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
+    return out, load, took
+
+
+def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
+    before = app.current
+    out, load, _ = _deploy_broken_under_load(app, FAILS_ON_HOST)
     assert "failed its smoke boot" in out, out
     assert "RuntimeError: only fails on the host" in out, "the boot log's tail is not shown:\n" + out
     assert app.current == before
@@ -250,20 +262,7 @@ if release_id() != "dev" and not any(k.endswith("_FOREGROUND") for k in os.envir
 
 def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
     before = app.current
-    wsgi = next(app.project.glob("src/*/wsgi.py"))
-    original = wsgi.read_text()
-    try:
-        wsgi.write_text(original + FAILS_AFTER_SWITCH)
-        with Load(app.port, **LOAD) as load:
-            load.wait_for(ok=20)
-            started = time.monotonic()
-            result = app.make("deploy", check=False)
-            took = time.monotonic() - started
-            time.sleep(0.5)
-    finally:
-        wsgi.write_text(original)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0, out
+    out, load, took = _deploy_broken_under_load(app, FAILS_AFTER_SWITCH)
     assert "smoke_boot:" in out, "the release should have passed its smoke boot:\n" + out
     assert "did not become healthy" in out and f"switching current back to {before}" in out, out
     assert "RuntimeError: fails only in the real master" in out, "the log's tail is not shown:\n" + out
