@@ -8,8 +8,8 @@
 # BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock).
 set -eu
 
-DIST={{ cookiecutter.project_slug }}
-VARS={{ cookiecutter.package_name | upper }}   # prefix of the app's environment variables
+DIST='{{ cookiecutter.project_slug }}'
+VARS='{{ cookiecutter.package_name | upper }}'   # prefix of the app's environment variables
 APP_ENV=${APP_ENV:-prod}
 KEEP_RELEASES=${KEEP_RELEASES:-5}
 PYTHON=${PYTHON:-python3}
