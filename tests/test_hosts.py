@@ -375,13 +375,21 @@ def test_nginx_balances_serves_static_and_keeps_answering_during_a_rollout(fleet
     # Balanced: every host answers some of the requests.
     for _ in range(12):
         assert get(port, "/")[0] == 200
+    def logged(pattern: str) -> list[str]:  # nginx logs a request just after answering it
+        deadline = time.monotonic() + 5
+        while not (found := re.findall(pattern, access_log.read_text(), re.M)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    logged(r"^GET / \S+ 200 upstream=(\S+)$")
+    time.sleep(0.2)
     upstreams = re.findall(r"^GET / \S+ 200 upstream=(\S+)$", access_log.read_text(), re.M)
     assert sorted(set(upstreams)) == addresses, upstreams
     # Static files: nginx reads them from disk; no gunicorn sees the request.
     status, body = get(port, "/static/style.css")
     assert status == 200
     assert body == (fleet.project / "src" / "my_flask_app" / "static" / "style.css").read_bytes()
-    assert re.search(r"^GET /static/style.css \S+ 200 upstream=-$", access_log.read_text(), re.M)
+    assert logged(r"^GET /static/style.css \S+ 200 upstream=-$")
     for host in fleet.hosts:
         assert "/static/" not in (host.dir / "shared" / "log" / "access.log").read_text()
 
