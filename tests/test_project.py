@@ -314,3 +314,17 @@ def test_bad_make_variables_stop_before_ssh(baked_project, target, variables, na
     assert result.returncode != 0
     assert named in result.stderr, output
     assert "ssh:" not in output and elapsed < 5, (elapsed, output)
+
+
+def test_a_broken_ini_is_named_before_any_ssh(baked_project):
+    """Deploy settings come from the INI files: a broken one must not pass for a missing setting."""
+    prod = baked_project / "config" / "prod.ini"
+    original = prod.read_text()
+    try:
+        prod.write_text(original + "\n[server]\nport = abc\n")
+        result = make(baked_project, "status", check=False, REMOTE_HOST="x")
+    finally:
+        prod.write_text(original)
+    assert result.returncode != 0
+    assert "config/prod.ini" in result.stderr and "not a valid INI file" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "ssh:" not in result.stdout + result.stderr

@@ -221,6 +221,6 @@ if __name__ == "__main__":
     try:
         print(load_config(sys.argv[2])[sys.argv[3]][sys.argv[4]])
     except ConfigError as exc:
-        sys.exit(f"config/{sys.argv[2]}.ini: {exc}")
+        sys.exit(f"the {sys.argv[2]} configuration is invalid:\n{exc}")
     except KeyError:
         sys.exit(f"unknown setting [{sys.argv[3]}] {sys.argv[4]}")
