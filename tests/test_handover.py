@@ -275,6 +275,38 @@ def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
     assert app.current != before and app.healthz()["release"] == app.current
 
 
+def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, sshd_host, tmp_path) -> None:
+    """Nothing served before: the failure is named, no master lingers, no `current` points at it."""
+    remote_dir, port = tmp_path / "app", free_port()
+    first = App(baked_project, remote_dir, port, {
+        "REMOTE_HOST": sshd_host.host_alias, "SSH_OPTS": sshd_host.ssh_opts,
+        "PORT": str(port), "REMOTE_DIR": str(remote_dir),
+    })
+    wsgi = next(baked_project.glob("src/*/wsgi.py"))
+    original = wsgi.read_text()
+    try:
+        wsgi.write_text(original + FAILS_AFTER_SWITCH)
+        started = time.monotonic()
+        result = first.make("deploy", check=False)
+        took = time.monotonic() - started
+    finally:
+        wsgi.write_text(original)
+    try:
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, out
+        assert "did not answer /healthz" in out and "RuntimeError: fails only in the real master" in out, out
+        assert took < 60, f"the dead master was waited on for {took:.0f}s"
+        assert not (remote_dir / "current").exists(), "current points at a release that cannot serve"
+        assert not first.lock.exists()
+        assert not any(f"{remote_dir}/releases/" in " ".join(_cmdline(pid)) for pid in _pids()), "a gunicorn lingers"
+        assert "refused" in first.make("releases").stdout
+        first.make("deploy")  # the fixed release goes through
+        assert first.healthz()["release"] == first.current
+    finally:
+        first.make("stop", check=False)
+        _stop_leftovers(remote_dir)
+
+
 # --- the gunicorn behaviour the hand-over relies on ----------------------------------
 
 def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:

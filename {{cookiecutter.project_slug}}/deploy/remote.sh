@@ -183,7 +183,24 @@ start_master() {
     rm -f "$PIDFILE"
     (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py") \
         </dev/null >>"$LOG/gunicorn.log" 2>&1
-    healthz --release "$(basename "$dir")" --wait "$BOOT_TIMEOUT" >/dev/null
+    wait_healthy "$(basename "$dir")" "$PIDFILE"
+}
+
+# Wait until /healthz on PORT names release $1; give up early once the master in pidfile
+# $2 has come and gone (gunicorn halts by itself when a worker cannot boot), or has not
+# written its pidfile within 10 s (it does so before loading the app).
+wait_healthy() {  # release-id pidfile
+    seen='' started=$(date +%s)
+    while [ "$(date +%s)" -lt $((started + BOOT_TIMEOUT)) ]; do
+        healthz --release "$1" >/dev/null && return 0
+        if master_pid "$2" >/dev/null; then
+            seen=1
+        elif [ -n "$seen" ] || [ "$(date +%s)" -ge $((started + 10)) ]; then
+            return 1
+        fi
+        sleep 0.2
+    done
+    return 1
 }
 
 port_taken() {
@@ -268,26 +285,26 @@ stop_handover_child() {  # pid of the running master
     wait_gone "$child" "$STOP_TIMEOUT" || kill -KILL "$child" 2>/dev/null || true
 }
 
-# Wait until /healthz on PORT names release $1; give up early once the new master (the
-# pid in gunicorn.pid.2) has come and gone: gunicorn halts when a worker cannot boot.
-wait_new_master() {  # release id
-    seen='' deadline=$(($(date +%s) + BOOT_TIMEOUT))
-    while [ "$(date +%s)" -lt "$deadline" ]; do
-        healthz --release "$1" >/dev/null && return 0
-        if master_pid "$PIDFILE.2" >/dev/null; then seen=1; elif [ -n "$seen" ]; then return 1; fi
-        sleep 0.2
-    done
-    return 1
+# Nothing ran before: start the new release; if it cannot serve, mark it refused and, on
+# a first deploy, leave no `current` pointing at it (on_exit restores an earlier one).
+start_fresh() {  # release id now current
+    start_master && return 0
+    if pid=$(master_pid); then kill -TERM "$pid"; wait_gone "$pid" "$STOP_TIMEOUT" || kill -KILL "$pid"; fi
+    : >"$RELEASES/$1/.refused"
+    if [ -z "${SWITCHED_FROM:-}" ]; then rm -f "$CURRENT"; fi
+    say "--- last lines of $LOG/gunicorn.log:" >&2
+    tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+    die "release $1 did not answer /healthz on port $PORT within ${BOOT_TIMEOUT}s"
 }
 
 # USR2 hand-over: the old master forks a new one that runs `current` (see pre_exec in
 # gunicorn.conf.py); both share the listening socket, so no request is refused.
 handover() {  # release id now current
-    old=$(master_pid) || { start_master; return; }
+    old=$(master_pid) || { start_fresh "$1"; return; }
     stop_handover_child "$old"
     rm -f "$PIDFILE.2"
     kill -USR2 "$old"
-    if ! wait_new_master "$1"; then
+    if ! wait_healthy "$1" "$PIDFILE.2"; then
         if new=$(master_pid "$PIDFILE.2"); then kill -TERM "$new"; wait_gone "$new" "$STOP_TIMEOUT" || kill -KILL "$new"; fi
         : >"$RELEASES/$1/.refused"
         say "--- last lines of $LOG/gunicorn.log:" >&2
