@@ -37,6 +37,19 @@ def find_sshd() -> str | None:
     return shutil.which("sshd", path=os.environ.get("PATH", "") + ":" + SBIN_PATH)
 
 
+def python_host_env(version: str) -> dict[str, str]:
+    """Login variables that make `python3` on a private sshd host that pyenv version, e.g.
+    "3.12". The login shell must put pyenv's shims on PATH (root's does on these machines);
+    raises, naming the missing piece, when this machine cannot."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(p.name for p in (root / "versions").glob(f"{version}.*")) if root.is_dir() else []
+    if not found:
+        raise RuntimeError(f"no pyenv Python {version} under {root}/versions: install it (pyenv install {version})")
+    bin_dir = root / "versions" / found[-1] / "bin"
+    # PYENV_VERSION steers the shims; PATH too, for a login shell without them.
+    return {"PYENV_VERSION": found[-1], "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,13 +85,16 @@ def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
 
 class PrivateSshd:
     def __init__(self, base: Path, host_alias: str = "deploy-test-host", listen: str = "127.0.0.1",
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, login_env: dict[str, str] | None = None) -> None:
         """listen: the address sshd binds; prefix: a command sshd runs under (e.g. `ip netns
-        exec NS ...`, see tests/netns.py), which must exec sshd so that its pid is sshd's."""
+        exec NS ...`, see tests/netns.py), which must exec sshd so that its pid is sshd's;
+        login_env: variables every login gets (authorized_keys `environment=`), e.g.
+        PYENV_VERSION to give the host a python3 of another version (see python_host_env)."""
         self.base = Path(base).resolve()
         self.host_alias = host_alias
         self.listen = listen
         self.prefix = list(prefix or [])
+        self.login_env = dict(login_env or {})
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +135,8 @@ class PrivateSshd:
         b.mkdir(parents=True, exist_ok=True)
         self._keygen(b / "host_key")
         self._keygen(self.identity)
-        (b / "authorized_keys").write_text(Path(f"{self.identity}.pub").read_text())
+        options = ",".join(f'environment="{k}={v}"' for k, v in self.login_env.items())
+        (b / "authorized_keys").write_text(f"{options} " * bool(options) + Path(f"{self.identity}.pub").read_text())
         sftp = next((p for p in SFTP_SERVERS if os.access(p, os.X_OK)), "internal-sftp")
         root = os.geteuid() == 0
         if root:
@@ -133,6 +150,7 @@ class PrivateSshd:
             "PubkeyAuthentication yes", "UsePAM no", "StrictModes no",
             f"Subsystem sftp {sftp}",
             *(["PermitRootLogin prohibit-password"] if root else []),
+            *(["PermitUserEnvironment yes"] if self.login_env else []),
             f"AllowUsers {self.user}", "LogLevel ERROR", "PrintMotd no",
             "MaxStartups 100:30:200", "MaxSessions 50", "",
         ]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -201,12 +202,18 @@ def release(baked_project, tmp_path_factory) -> Release:
         make(baked_project, "pack")
     finally:
         local.unlink()
-    tarball = baked_project / "build" / f"{slug}-{version}.tar.gz"
-    assert tarball.is_file()
+    # packed for this machine: its Python and platform (the wheelhouse holds MarkupSafe's build)
+    local = subprocess.run(["python3", "deploy/target.py", "local"], cwd=baked_project, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    (target, path), = (line.split() for line in (baked_project / "build" / "packed.txt").read_text().splitlines())
+    tarball = baked_project / path
+    assert target == local and tarball.is_file()
+    assert re.fullmatch(rf"{slug}-{version}-{local.split('-')[0]}-manylinux_2_\d+_{platform.machine()}\.tar\.gz",
+                        tarball.name)
     unpacked = tmp_path_factory.mktemp("release")
     with tarfile.open(tarball) as tar:
         tar.extractall(unpacked, filter="data")
-    return Release(tarball, unpacked / f"{slug}-{version}", secret)
+    return Release(tarball, unpacked / tarball.name.removesuffix(".tar.gz"), secret)
 
 
 def test_tarball_unpacks_to_one_folder(release):
@@ -219,8 +226,9 @@ def test_tarball_unpacks_to_one_folder(release):
 def test_release_file_describes_the_build(release, baked_project):
     slug, _, version = names(baked_project)
     fields = dict(line.split("=", 1) for line in (release.root / "RELEASE").read_text().splitlines())
-    assert set(fields) == {"name", "version", "commit", "built", "python"}
+    assert set(fields) == {"name", "version", "commit", "built", "python", "target"}
     assert (fields["name"], fields["version"], fields["python"]) == (slug, version, ">=3.10")
+    assert release.root.name == f"{slug}-{version}-{fields['target']}"
     assert fields["commit"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fields["built"])
 
@@ -250,7 +258,7 @@ def test_configs_and_deploy_files_ship_but_not_local_ini(release, baked_project)
     assert shipped == ["base.ini", "dev.ini", "prod.ini", "test.ini"]
     for name in shipped:
         assert (release.root / "config" / name).read_bytes() == (baked_project / "config" / name).read_bytes()
-    for name in ("remote.sh", "gunicorn.conf.py", "healthz.py"):
+    for name in ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py"):
         assert (release.root / "deploy" / name).is_file()
 
 

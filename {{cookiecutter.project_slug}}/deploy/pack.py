@@ -1,12 +1,20 @@
-"""Assemble a release tarball: `make pack` runs this after building the wheel and wheelhouse.
+"""Assemble release tarballs: `make pack` runs this after building the app's wheel.
 
-build/<name>-<version>/ holds RELEASE, SHA256SUMS, wheels/, config/*.ini (never the
-host-local file), the host-side deploy files and static/ (for nginx); it is packed as one .tar.gz.
+For each target (deploy/target.py: a host's Python and platform) it resolves a wheelhouse
+with `pip download` into one cache, build/wheels/ (a wheel is never downloaded twice, and
+a target already resolved for this requirements.txt does not ask the index again), then
+writes build/<name>-<version>-<needs>.tar.gz, where <needs> is what the wheels need of a
+host: "any" when every wheel is pure Python, so such a project gets one release for every
+target, and targets whose wheels are the same share one. Each tarball's folder holds
+RELEASE, SHA256SUMS, wheels/, config/*.ini (never the host-local file), the host-side
+deploy files and static/ (for nginx).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +22,13 @@ import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py")
+from target import Target, TargetError, local_facts, wheel_needs
+
+DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py")
+CACHE = Path("build/wheels")
+LISTS = Path("build/wheelhouse")
+EXTRA = Path("wheels-extra")  # wheels built by hand for a target PyPI has none for
+PIP_SAID = re.compile(r"^\s*(?:Saved|File was already downloaded) (\S+\.whl)$", re.M)
 NAME = "{{ cookiecutter.project_slug }}"
 PACKAGE = "{{ cookiecutter.package_name }}"
 PYTHON_REQUIRES = ">={{ cookiecutter.python_version }}"
@@ -37,17 +51,59 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pack(dist: Path, wheelhouse: Path, out: Path) -> Path:
-    wheels = sorted(dist.glob("*.whl"))
-    if len(wheels) != 1:
-        sys.exit(f"expected exactly one wheel in {dist}/, found {len(wheels)}: run make build")
-    version = wheels[0].name.split("-")[1]
-    root = out / f"{NAME}-{version}"
+class PackError(Exception):
+    """One sentence for the user: no traceback."""
+
+
+def requirements_key(requirements: Path, host_pip: str) -> str:
+    """What a wheelhouse depends on: the pins, the host's pip, the hand-built wheels."""
+    extra = sorted(p.name for p in EXTRA.glob("*.whl")) if EXTRA.is_dir() else []
+    return hashlib.sha256("\n".join([requirements.read_text(), host_pip, *extra]).encode()).hexdigest()[:16]
+
+
+def wheelhouse(target: Target, requirements: Path, host_pip: str) -> tuple[list[str], int]:
+    """The wheel file names (in CACHE) for target, and how many were downloaded just now."""
+    key = requirements_key(requirements, host_pip)
+    listing = LISTS / f"{target}.txt"
+    if listing.exists():
+        header, *names = listing.read_text().split()
+        if header == key and all((CACHE / n).exists() for n in names):
+            return names, 0
+    CACHE.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(CACHE))
+    links = ["--find-links", str(EXTRA)] if EXTRA.is_dir() else []
+    # Into the cache itself: pip skips a file that is already there ("already downloaded").
+    result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+                             "--progress-bar", "off", "-d", str(CACHE), *links, *target.pip_args(),
+                             "-r", str(requirements), host_pip], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PackError(pip_failure(result.stderr, target))
+    names = sorted({Path(n).name for n in PIP_SAID.findall(result.stdout)})
+    LISTS.mkdir(parents=True, exist_ok=True)
+    listing.write_text("\n".join([key, *names]) + "\n")
+    return names, len(set(names) - before)
+
+
+def pip_failure(stderr: str, target: Target) -> str:
+    missing = re.search(r"No matching distribution found for ([A-Za-z0-9._-]+)(?:==(\S+))?", stderr)
+    if missing:
+        name, version = missing[1], missing[2] or "(any version)"
+        return (f"no wheel of {name} {version} for {target} ({target.describe()}): PyPI has only its "
+                f"source, or no build for that Python or platform. Pin a version of {name} that has "
+                f"wheels for it, or build the wheel on such a machine (pip wheel {name}=={version}) "
+                f"and put it in {EXTRA}/")
+    errors = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    return f"pip could not download the wheels for {target}: " + (errors[-1] if errors else stderr.strip()[-300:])
+
+
+def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
+    version = app_wheel.name.split("-")[1]
+    root = out / f"{NAME}-{version}-{needs}"
     shutil.rmtree(root, ignore_errors=True)
     (root / "wheels").mkdir(parents=True)
     (root / "config").mkdir()
     (root / "deploy").mkdir()
-    for wheel in [wheels[0], *sorted(wheelhouse.glob("*.whl"))]:
+    for wheel in [app_wheel, *wheels]:
         shutil.copy2(wheel, root / "wheels")
     for ini in sorted(Path("config").glob("*.ini")):
         if ini.name != "local.ini":  # host-local secrets never ship
@@ -58,9 +114,8 @@ def pack(dist: Path, wheelhouse: Path, out: Path) -> Path:
     if (Path("src") / PACKAGE / "static").is_dir():
         shutil.copytree(Path("src") / PACKAGE / "static", root / "static")
     built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    (root / "RELEASE").write_text(
-        f"name={NAME}\nversion={version}\ncommit={git_commit()}\nbuilt={built}\npython={PYTHON_REQUIRES}\n"
-    )
+    (root / "RELEASE").write_text(f"name={NAME}\nversion={version}\ncommit={git_commit()}\nbuilt={built}\n"
+                                  f"python={PYTHON_REQUIRES}\ntarget={needs}\n")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     (root / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(root)}\n" for p in files))
     tarball = out / f"{root.name}.tar.gz"
@@ -69,14 +124,47 @@ def pack(dist: Path, wheelhouse: Path, out: Path) -> Path:
     return tarball
 
 
+def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_pip: str) -> list[tuple[Target, Path]]:
+    """One tarball per distinct set of wheels; returns (target, tarball) for every target."""
+    app_wheels = sorted(dist.glob("*.whl"))
+    if len(app_wheels) != 1:
+        raise PackError(f"expected exactly one wheel in {dist}/, found {len(app_wheels)}: run make build")
+    packed: dict[tuple[str, ...], Path] = {}
+    needs_seen: dict[str, tuple[str, ...]] = {}
+    result = []
+    for target in targets:
+        names, downloaded = wheelhouse(target, requirements, host_pip)
+        needs = wheel_needs(names, target)
+        if needs_seen.setdefault(needs, tuple(names)) != tuple(names):
+            needs = str(target)  # pure wheels that differ by Python (markers): one release each
+        if tuple(names) not in packed:
+            packed[tuple(names)] = pack(app_wheels[0], [CACHE / n for n in names], needs, out)
+        tarball = packed[tuple(names)]
+        print(f"{target}: {len(names)} wheels ({downloaded} downloaded), "
+              f"{tarball} ({tarball.stat().st_size // 1024} KiB)")
+        result.append((target, tarball))
+    return result
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, required=True)
-    parser.add_argument("--wheelhouse", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--requirements", type=Path, default=Path("requirements.txt"))
+    parser.add_argument("--host-pip", required=True, help="the pip the host installs with, e.g. pip==26.0")
+    parser.add_argument("--targets", default="", help="targets, spaced (default: this machine's)")
+    parser.add_argument("--record", type=Path, help="write `target tarball` lines here")
     args = parser.parse_args()
-    tarball = pack(args.dist, args.wheelhouse, args.out)
-    print(f"{tarball} ({tarball.stat().st_size // 1024} KiB)")
+    try:
+        targets = [Target.parse(t) for t in args.targets.split()] or \
+            [Target.from_facts(local_facts(), where="this machine")]
+        packed = pack_for(targets, args.dist, args.out, args.requirements, args.host_pip)
+    except (PackError, TargetError) as exc:
+        print(f"error: make pack: {exc}", file=sys.stderr)
+        return 2
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text("".join(f"{target} {tarball}\n" for target, tarball in packed))
     return 0
 
 

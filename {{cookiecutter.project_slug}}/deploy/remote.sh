@@ -5,7 +5,8 @@
 #
 # Settings come from the environment: APP_DIR (required; relative means under $HOME),
 # PORT, APP_ENV (prod), KEEP_RELEASES (5), PYTHON (python3), STOP_TIMEOUT (30),
-# BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock).
+# BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock), REMOTE_HOST (the name the
+# deploying machine knows this host by, for messages).
 set -eu
 
 DIST='{{ cookiecutter.project_slug }}'
@@ -25,11 +26,11 @@ now_ms() { t=$(date +%s%N); echo "${t%??????}"; }
 
 # Run one named step and print how long it took.
 step() {
-    name=$1; shift
-    started=$(now_ms)
+    step_name=$1; shift
+    step_started=$(now_ms)  # names of its own: the step's function sets variables too
     "$@"
-    ms=$(( $(now_ms) - started ))
-    say "  $name: $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s"
+    step_ms=$(( $(now_ms) - step_started ))
+    say "  $step_name: $((step_ms / 1000)).$(printf '%03d' $((step_ms % 1000)))s"
 }
 
 setup_paths() {
@@ -145,12 +146,57 @@ ensure_local_ini() {
     say "  wrote $SHARED/local.ini with a generated secret_key (mode 0600)"
 }
 
+# What this host runs, for `target.py check` on the deploying machine, before any upload.
+# Any python, however old, must answer: its version is what the refusal names.
+cmd_probe() {
+    say "python=$PYTHON"
+    "$PYTHON" -c 'import os, platform
+try:
+    libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+except (AttributeError, ValueError, OSError):
+    libc = ""
+print("python_version=" + platform.python_version())
+print("implementation=" + platform.python_implementation().lower())
+print("machine=" + platform.machine())
+print("libc=" + libc)' 2>/dev/null || { say "python_version=none"; return 0; }
+    for loader in /lib/ld-musl-*.so.1; do  # musl has no confstr; its loader says its version
+        if [ -x "$loader" ]; then say "libc=musl $("$loader" 2>&1 | sed -n 's/^Version //p')"; fi
+    done
+    probe=$APP_DIR/.incoming/venv-probe.$$
+    if said=$("$PYTHON" -m venv --without-pip "$probe" 2>&1); then say "venv=ok"; else say "venv=$(echo "$said" | tail -n 1)"; fi
+    rm -rf "$probe"
+}
+
+version_below() {  # a b: is version a (major.minor) older than b?
+    [ "${1%%.*}" -lt "${2%%.*}" ] || { [ "${1%%.*}" -eq "${2%%.*}" ] && [ "${1#*.}" -lt "${2#*.}" ]; }
+}
+
+# Refuse, before unpacking, a release this host's Python cannot install: too old for the
+# project, or another Python or platform than the release's wheels were built for.
+check_fits() {  # tarball
+    info=$(tar -xzOf "$1" --wildcards '*/RELEASE' 2>/dev/null) || die "upload $(basename "$1") has no RELEASE file; nothing was installed"
+    minimum=$(echo "$info" | sed -n 's/^python=>=//p')
+    needs=$(echo "$info" | sed -n 's/^target=//p')
+    have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
+        die "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
+    if [ -n "$minimum" ] && version_below "$have" "$minimum"; then
+        rm -f "$1"
+        die "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum); nothing was installed"
+    fi
+    [ -n "$needs" ] || return 0  # a release packed before targets existed
+    if ! tar -xzOf "$1" --wildcards '*/deploy/target.py' | "$PYTHON" - fits "$needs"; then
+        rm -f "$1"
+        exit 1
+    fi
+}
+
 # Verify the upload, unpack it into releases/<id>, build its venv offline; sets RELEASE_ID.
 install_release() {  # tarball-name sha256
     tarball=$APP_DIR/.incoming/$1
     [ -f "$tarball" ] || die "upload $1 is not in $APP_DIR/.incoming"
     actual=$(sha256sum "$tarball" | cut -d' ' -f1)
     [ "$actual" = "$2" ] || die "upload $1 is incomplete or corrupt (sha256 mismatch); nothing was installed"
+    check_fits "$tarball"
     unpack=$APP_DIR/.incoming/unpack.$$
     rm -rf "$unpack" && mkdir "$unpack"
     tar -xzf "$tarball" -C "$unpack" --strip-components=1 || die "cannot unpack $1"
@@ -341,8 +387,8 @@ cmd_install() {  # tarball sha256: copy's host half
 cmd_deploy() {  # tarball sha256
     check_port
     lock "$1"
-    ensure_local_ini
     step install install_release "$1" "$2"
+    ensure_local_ini
     activate "$RELEASE_ID"
     step prune cmd_prune
     say "deployed $RELEASE_ID: serving on port $PORT"
@@ -446,9 +492,9 @@ main() {
     case $command in
         install) [ $# -eq 2 ] || die "usage: remote.sh install TARBALL SHA256"; cmd_install "$@" ;;
         deploy) [ $# -eq 2 ] || die "usage: remote.sh deploy TARBALL SHA256"; cmd_deploy "$@" ;;
-        start | stop | restart | rollback | status | logs | releases | unlock | prune) "cmd_$command" ;;
+        probe | start | stop | restart | rollback | status | logs | releases | unlock | prune) "cmd_$command" ;;
         smoke_boot | activate) lock "$command"; "$command" "$@" ;;
-        *) die "unknown command '$command' (install deploy start stop restart rollback status logs releases unlock prune smoke_boot activate)" ;;
+        *) die "unknown command '$command' (install deploy probe start stop restart rollback status logs releases unlock prune smoke_boot activate)" ;;
     esac
 }
 

@@ -5,8 +5,9 @@
 
 It never builds an ssh or scp command itself: for each host it runs the Makefile's own
 single-host targets (`make <target> REMOTE_HOST=<host> REMOTE_HOSTS=`), so everything a
-single-host deploy checks and prints still holds. `deploy` packs once, then deploys host
-after host (BATCH at a time) and stops at the first host that fails; the host-side
+single-host deploy checks and prints still holds. `deploy` asks every host what it runs
+(its target: Python and platform), packs once per target (hosts of one target, or a
+project of pure-Python wheels, share one tarball), then deploys host after host (BATCH at a time) and stops at the first host that fails; the host-side
 remote.sh already refuses a release that fails its smoke boot and switches back one
 that fails after the switch. A table then says where every host stands.
 Standard library only: it runs with the python3 that runs make.
@@ -40,6 +41,8 @@ def say(text: str = "", err: bool = False) -> None:
 @dataclass
 class Host:
     name: str
+    target: str = ""
+    release: str = ""  # the tarball packed for its target
     old: str = "?"
     new: str = "?"
     result: str = "not reached"
@@ -54,9 +57,9 @@ class Make:
         self.command = shlex.split(make) or ["make"]
 
     def run(self, target: str, host: str | None = None, prefix: str | None = None,
-            quiet: bool = False) -> tuple[int, str]:
-        """Run `make TARGET` (for HOST), streaming its output (prefixed) unless quiet."""
-        args = [*self.command, "-s", "--no-print-directory", target]
+            quiet: bool = False, **variables: str) -> tuple[int, str]:
+        """Run `make TARGET VAR=…` (for HOST), streaming its output (prefixed) unless quiet."""
+        args = [*self.command, "-s", "--no-print-directory", target, *(f"{k}={v}" for k, v in variables.items())]
         if host is not None:
             args += [f"REMOTE_HOST={host}", "REMOTE_HOSTS="]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -88,11 +91,11 @@ def last_error(output: str) -> str:
 
 
 def table(hosts: list[Host], old: str, new: str) -> str:
-    rows = [("host", old, new, "result", "time")]
+    rows = [("host", "target", old, new, "result", "time")]
     for h in hosts:
         seconds = f"{h.seconds:.1f}s" if h.seconds is not None else "-"
-        rows.append((h.name, h.old, h.new, h.result, seconds))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((h.name, h.target or "-", h.old, h.new, h.result, seconds))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
                      for row in rows)
 
@@ -124,19 +127,46 @@ def where_they_stand(make: Make, hosts: list[Host]) -> bool:
     return ok
 
 
+def pack_for_hosts(make: Make, hosts: list[Host]) -> bool:
+    """Ask every host for its target (in parallel), then pack once per target."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=min(len(hosts), 8)) as pool:
+        answers = list(pool.map(lambda h: make.run("host-target", h.name, quiet=True), hosts))
+    for host, (code, out) in zip(hosts, answers):
+        if code != 0:
+            say(f"error: {host.name}: {last_error(out)}", err=True)
+            return False
+        host.target = out.strip().splitlines()[-1]
+    record = Path("build/rollout-packed.txt")
+    targets = " ".join(sorted({h.target for h in hosts}))
+    code, out = make.run("pack", quiet=True, PACK_TARGET=targets, PACKED=str(record))
+    if code != 0:
+        say(out.rstrip(), err=True)
+        say("error: make pack failed; no host was touched", err=True)
+        return False
+    packed = dict(line.split(" ", 1) for line in record.read_text().splitlines())
+    for host in hosts:
+        host.release = packed[host.target]
+    say(f"  pack: {int((time.monotonic() - started) * 1000)}ms "
+        f"({len(set(packed.values()))} release(s) for {len(packed)} target(s))")
+    return True
+
+
 def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
     say(f"==> {what}: {len(hosts)} hosts ({' '.join(h.name for h in hosts)}), {batch} at a time")
     if not where_they_stand(make, hosts):
         say("error: not every host can be reached; nothing was changed", err=True)
         return 1
-    for target in ("check-config", "test", "pack"):
+    for target in ("check-config", "test"):
         if not timed_local(make, target, stream=target == "test"):
             return 1
+    if not pack_for_hosts(make, hosts):
+        return 1
 
     def one(host: Host) -> None:
         host.result = "deploying"
         started = time.monotonic()
-        code, out = make.run("host-deploy", host.name, prefix=f"  [{host.name}] ")
+        code, out = make.run("host-deploy", host.name, prefix=f"  [{host.name}] ", RELEASE=host.release)
         host.seconds = time.monotonic() - started
         reached, now = make.current(host.name)
         host.new = now if reached else f"? ({now})"
@@ -180,11 +210,11 @@ def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
 
 def each_host(make: Make, hosts: list[Host], target: str, packed: bool = False) -> int:
     """Run a single-host target on every host in turn, a header each; fail if any failed."""
-    if packed and not timed_local(make, "pack"):
+    if packed and not pack_for_hosts(make, hosts):
         return 1
     for host in hosts:
         say(f"==> {host.name}")
-        code, out = make.run(target, host.name)
+        code, out = make.run(target, host.name, **({"RELEASE": host.release} if packed else {}))
         host.result = "ok" if code == 0 else "FAILED"
         host.error = "" if code == 0 else last_error(out)
     failed = [h.name for h in hosts if h.result != "ok"]

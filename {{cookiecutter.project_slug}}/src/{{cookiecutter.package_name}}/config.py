@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -58,6 +59,14 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _command(raw: str) -> str:
+    """A command name or absolute path, safe to hand to the host's shell as it is."""
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9._/+-]+", value):
+        raise ValueError(f"{raw!r} is not a command or path (letters, digits and ._/+- only)")
+    return value
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Empty means "not set here" (for ssh settings: let ssh and ~/.ssh/config decide)."""
     return lambda raw: parse(raw) if raw.strip() else ""
@@ -79,6 +88,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "dir": _str,
         "ssh_port": _optional(_int(1, 65535)),
         "keep_releases": _int(1),
+        "python": _command,
     },
 }
 
