@@ -11,6 +11,9 @@ from cookiecutter.main import cookiecutter
 
 TEMPLATE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# cookiecutter() puts the template root on sys.path for its `_extensions`
+# (flask_deploy_answers); pytest-cookies also renders the context before calling it.
+sys.path.append(str(TEMPLATE))
 
 from sshd import PrivateSshd  # noqa: E402
 

@@ -1,12 +1,12 @@
-"""Package metadata for {{ cookiecutter.project_name }}: `make build` turns it into a wheel."""
+"""Package metadata for {{ cookiecutter.project_name | pystr(quote=False) }}: `make build` turns it into a wheel."""
 from setuptools import find_packages, setup
 
 setup(
     name="{{ cookiecutter.project_slug }}",
-    version="{{ cookiecutter.version }}",
-    description="{{ cookiecutter.description | replace('"', '\\"') }}",
-    author="{{ cookiecutter.author_name | replace('"', '\\"') }}",
-    author_email="{{ cookiecutter.author_email }}",
+    version={{ cookiecutter.version | pystr }},
+    description={{ cookiecutter.description | pystr }},
+    author={{ cookiecutter.author_name | pystr }},
+    author_email={{ cookiecutter.author_email | pystr }},
     python_requires=">={{ cookiecutter.python_version }}",
     package_dir={"": "src"},
     packages=find_packages("src"),

@@ -6,7 +6,7 @@ def test_home_page_shows_name_and_version(client):
     response = client.get("/")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert "{{ cookiecutter.project_name | e }}" in page  # as autoescape renders it
+    assert {{ cookiecutter.project_name | e | pystr }} in page  # as autoescape renders it
     assert __version__ in page
 
 

@@ -1,4 +1,4 @@
-"""{{ cookiecutter.project_name }}: the Flask application factory."""
+"""{{ cookiecutter.project_name | pystr(quote=False) }}: the Flask application factory."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,7 @@ from flask import Flask
 
 from .config import ConfigError, load_config, runtime_errors
 
-__version__ = "{{ cookiecutter.version }}"
+__version__ = {{ cookiecutter.version | pystr }}
 
 
 def release_id() -> str:
@@ -42,7 +42,7 @@ def create_app(env: str | None = None) -> Flask:
         SECRET_KEY=config["app"]["secret_key"],
         RELEASE_ID=release_id(),
         VERSION=__version__,
-        PROJECT_NAME="{{ cookiecutter.project_name | replace('"', '\\"') }}",
+        PROJECT_NAME={{ cookiecutter.project_name | pystr }},
     )
     app.logger.setLevel(getattr(logging, config["app"]["log_level"]))
 
