@@ -2,18 +2,21 @@
 
 Cookiecutter renders this file with Jinja, then runs it with the project
 directory as cwd.  Every problem is reported on stderr as one sentence and the
-hook exits 1; cookiecutter then deletes the project directory it created.
+hook exits 1; cookiecutter then deletes the project directory it created (and
+only that: it leaves alone a directory that existed before, such as the output
+directory itself).  An empty or path-like project_slug never gets here in a
+normal bake: the `checked_slug` filter (flask_deploy_answers.py) refuses it while
+cookiecutter reads the answers, before any directory exists.  This hook still
+refuses it, for a bake that skips that step (a hand-edited --replay file).
 """
 
 from __future__ import annotations
 
 import json
 import keyword
-import os
 import re
-import subprocess
 import sys
-from pathlib import PurePath
+import unicodedata
 
 # `tojson` escapes backslashes, newlines and quotes (even "'"), so each answer
 # renders as JSON text that fits in a raw '...' literal whatever the user typed.
@@ -22,13 +25,15 @@ from pathlib import PurePath
 ANSWERS: dict[str, str] = {
     name: str(json.loads(raw))
     for name, raw in {
+        "project_name": r'{{ cookiecutter.project_name | tojson }}',
         "project_slug": r'{{ cookiecutter.project_slug | tojson }}',
         "package_name": r'{{ cookiecutter.package_name | tojson }}',
+        "description": r'{{ cookiecutter.description | tojson }}',
+        "author_name": r'{{ cookiecutter.author_name | tojson }}',
         "author_email": r'{{ cookiecutter.author_email | tojson }}',
         "version": r'{{ cookiecutter.version | tojson }}',
         "python_version": r'{{ cookiecutter.python_version | tojson }}',
         "port": r'{{ cookiecutter.port | tojson }}',
-        "_output_dir": r'{{ cookiecutter._output_dir | default("") | tojson }}',
     }.items()
 }
 # fmt: on
@@ -110,6 +115,20 @@ def check_package(package: str, slug: str) -> list[str]:
     return [f"{subject} {problem}; {remedy}."]
 
 
+# Free text is rendered into comments and docstrings (Makefile, README, *.py), where
+# a line break would end the comment and start live code (a Makefile line of its own).
+# Prompts cannot produce one, but extra_context and --replay files can.
+FREE_TEXT = ("project_name", "description", "author_name")
+
+
+def check_text(answers: dict[str, str]) -> list[str]:
+    return [
+        f"{field} {answers[field]!r} is not valid: use one line of text without control characters."
+        for field in FREE_TEXT
+        if any(unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") for char in answers[field])
+    ]
+
+
 def check_others(answers: dict[str, str]) -> list[str]:
     errors = []
     port = answers["port"]
@@ -130,66 +149,12 @@ def check_others(answers: dict[str, str]) -> list[str]:
     return errors
 
 
-def remove_created_parents_later(slug: str, output_dir: str) -> None:
-    """Remove the directories a slug like 'a/b' made cookiecutter create.
-
-    Cookiecutter creates <output_dir>/<slug> with all its parents *before*
-    running this hook, and on failure only rmtree's <output_dir>/<slug>, so
-    'a' would stay behind.  Nothing of ours runs after that rmtree, so a
-    detached helper waits (at most 5 s) for it, then rmdir's the empty
-    directories the slug's components named, deepest first, strictly inside
-    output_dir (paths escaping it, e.g. '../x/y' or '/abs/x', are left alone).
-    An empty parent that existed before cookiecutter ran looks the same and
-    goes too.
-    """
-    if not output_dir:  # not run through cookiecutter.main: nothing known
-        return
-    project_dir = os.path.normpath(os.path.join(output_dir, slug))
-    parts = PurePath(slug).parts
-    prefixes = (parts[:i] for i in range(1, len(parts)))
-    created = {os.path.normpath(os.path.join(output_dir, *prefix)) for prefix in prefixes}
-    created.discard(project_dir)  # that one is cookiecutter's to remove (or keep)
-    parents = sorted((d for d in created if is_inside(d, output_dir)), key=len, reverse=True)
-    if not parents:
-        return
-    helper = (
-        "import os, sys, time\n"
-        "project_dir, *parents = sys.argv[1:]\n"
-        "deadline = time.monotonic() + 5\n"
-        "while os.path.lexists(project_dir) and time.monotonic() < deadline:\n"
-        "    time.sleep(0.02)\n"
-        "for d in parents:  # deepest first; rmdir only removes empty ones\n"
-        "    try: os.rmdir(d)\n"
-        "    except OSError: pass\n"
-    )
-    try:
-        subprocess.Popen(
-            [sys.executable, "-I", "-c", helper, project_dir, *parents],
-            cwd=output_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # outlive the hook, away from its terminal
-        )
-    except OSError:
-        pass  # best effort: the answers are refused either way
-
-
-def is_inside(path: str, root: str) -> bool:
-    """True if path is strictly below root (both absolute and normalised)."""
-    try:
-        return path != root and os.path.commonpath([path, root]) == root
-    except ValueError:  # different drives on Windows
-        return False
-
-
 def main() -> int:
     slug, package = ANSWERS["project_slug"], ANSWERS["package_name"]
-    errors = check_slug(slug) + check_package(package, slug) + check_others(ANSWERS)
+    errors = check_text(ANSWERS) + check_slug(slug) + check_package(package, slug)
+    errors += check_others(ANSWERS)
     if not errors:
         return 0
-    if is_path(slug):
-        remove_created_parents_later(slug, ANSWERS["_output_dir"])
     print("\n".join(errors), file=sys.stderr)
     return 1
 
