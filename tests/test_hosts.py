@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import make
 from netns import NamespaceHosts, unavailable
-from sshd import free_port
+from sshd import free_port, python_host_env
 
 try:
     from load import Load  # the shared bounded load generator (tests/load.py)
@@ -92,7 +92,8 @@ except ImportError:  # pragma: no cover - a small stand-in with the same interfa
 
 
 PORT = 8000  # every host has a network of its own: the same port on each
-ROW = re.compile(r"^\s+(web\d)\s+(\S+)\s+(\S+)\s+(.+?)\s+(\d+\.\d+s|-)$", re.M)
+ROW = re.compile(r"^\s+(web\d)\s+(?P<target>\S+)\s+(\S+)\s+(\S+)\s+(.+?)\s+(\d+\.\d+s|-)$", re.M)
+WEB1_PYTHON = "3.12"  # web1's python3; web2 and web3 run this machine's
 TIMINGS: list[str] = []
 
 
@@ -104,7 +105,7 @@ def hosts(tmp_path_factory):
     reason = unavailable()
     if reason:
         pytest.skip(f"several-hosts tests: {reason}")
-    hosts = NamespaceHosts(tmp_path_factory.mktemp("hosts"), count=3)
+    hosts = NamespaceHosts(tmp_path_factory.mktemp("hosts"), count=3, login_env={0: python_host_env(WEB1_PYTHON)})
     with hosts:
         yield hosts
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -151,8 +152,12 @@ def healthz(address: str, port: int = PORT) -> dict:
 
 
 def table(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, ...]]:
-    """The summary table's rows by host: (host, old, new, result, time)."""
-    return {m.group(1): m.groups() for m in ROW.finditer(result.stdout)}
+    """The summary table's rows by host: (host, old, new, result, time); targets() has the rest."""
+    return {m.group(1): m.groups()[:1] + m.groups()[2:] for m in ROW.finditer(result.stdout)}
+
+
+def targets(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    return {m.group(1): m["target"] for m in ROW.finditer(result.stdout)}
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:
@@ -186,6 +191,16 @@ def test_rollout_deploys_every_host_in_turn(fleet, first_rollout):
     out = result.stdout
     assert out.index("[web1] deployed") < out.index("[web2]") < out.index("[web2] deployed") < out.index("[web3]")
     assert out.count("  pack: ") == 1 and out.count("  test: ") == 1, "packed and tested once"
+    # web1 runs another Python: it got a release of its own, web2 and web3 share one.
+    local = subprocess.run(["python3", "deploy/target.py", "local"], cwd=fleet.project, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    web1 = local.replace(local.split("-")[0], "cp" + WEB1_PYTHON.replace(".", ""), 1)
+    assert targets(result) == {"web1": web1, "web2": local, "web3": local}, result.stdout
+    assert "(2 release(s) for 2 target(s))" in out
+    local_python = "3." + local.split("-")[0][3:]  # cp311 -> 3.11
+    for index, expected in enumerate([WEB1_PYTHON, local_python, local_python]):
+        cfg = (fleet.hosts[index].dir / "current" / "venv" / "pyvenv.cfg").read_text()
+        assert re.search(rf"^version(_info)? = {re.escape(expected)}\.", cfg, re.M), (index, cfg)
     # The release carries static/ for nginx, checked like every other file.
     release = fleet.hosts[0].dir / "current"
     assert (release / "static" / "style.css").read_bytes() == \
