@@ -144,7 +144,7 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("answers", "options", "field"), REFUSED,
-                         ids=lambda v: json.dumps(v) if isinstance(v, dict) else " ".join(v))
+                         ids=lambda v: json.dumps(v) if isinstance(v, dict) else " ".join(v) if isinstance(v, list) else v)
 def test_refused_answer_leaves_nothing_and_removes_nothing(tmp_path, env, template_repo, answers, options,
                                                           field):
     out = tmp_path / "projects"
