@@ -18,6 +18,13 @@ sys.path.append(str(TEMPLATE))
 from sshd import PrivateSshd  # noqa: E402
 
 
+def missing(reason: str) -> None:
+    """A tool a developer may lack: skip, naming what to install; in CI (CI=true), fail."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run every test: .ci/run installs it)", pytrace=False)
+    pytest.skip(reason)
+
+
 def bake(output_dir: Path, **answers: str) -> Path:
     """Bake the template for real (no input) and return the project directory."""
     project = cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers)
@@ -45,6 +52,6 @@ def baked_project(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sshd_host(tmp_path_factory):
     if not Path("/usr/sbin/sshd").exists() and not os.environ.get("SSHD_BIN"):
-        pytest.skip("no sshd binary: apt-get install openssh-server")
+        missing("no sshd binary: apt-get install openssh-server")
     with PrivateSshd(tmp_path_factory.mktemp("sshd")) as host:
         yield host

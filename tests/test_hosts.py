@@ -2,7 +2,7 @@
 hosts, each with its own address, sshd and private deploy directory (tests/netns.py), and
 nginx from the distribution balancing across them with the file `make nginx-conf` writes.
 
-Root only (namespaces); skipped with the reason elsewhere. Traffic stays on loopback and on
+Root only (namespaces); skipped with the reason elsewhere (failed in CI). Traffic stays on loopback and on
 the tests' own bridge (10.213.0.0/24). Tests run in file order on one set of hosts: each
 leaves every host serving. The module's teardown removes the namespaces, bridge, mounts
 and every process in them, also after a failure.
@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make
+from conftest import make, missing
 from netns import NamespaceHosts, unavailable
 from sshd import free_port, python_host_env
 
@@ -104,7 +104,7 @@ TIMINGS: list[str] = []
 def hosts(tmp_path_factory):
     reason = unavailable()
     if reason:
-        pytest.skip(f"several-hosts tests: {reason}")
+        missing(f"several-hosts tests: {reason}")
     hosts = NamespaceHosts(tmp_path_factory.mktemp("hosts"), count=3, login_env={0: python_host_env(WEB1_PYTHON)})
     with hosts:
         yield hosts
@@ -328,7 +328,7 @@ def nginx(fleet, tmp_path):
     """Debian's nginx on 127.0.0.1:<free port>, with the generated file included."""
     binary = shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/usr/bin")
     if binary is None:
-        pytest.skip("nginx is not installed: apt-get install nginx-light")
+        missing("nginx is not installed: apt-get install nginx-light")
     port = free_port()
     # nginx runs on one machine: it serves static files from web1's directory.
     fleet.make("nginx-conf", NGINX_PORT=f"127.0.0.1:{port}",

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import missing  # noqa: E402
 from sshd import PrivateSshd, find_sshd  # noqa: E402
 
 SSHD_PY = Path(__file__).with_name("sshd.py")
-pytestmark = pytest.mark.skipif(
-    find_sshd() is None or shutil.which("ssh") is None,
-    reason="OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
+@pytest.fixture(autouse=True)
+def openssh() -> None:
+    if find_sshd() is None or shutil.which("ssh") is None:
+        missing("OpenSSH server/client not installed (apt-get install openssh-server openssh-client)")
 
 
 def sh(*cmd: str | Path, cwd: Path | None = None,
