@@ -17,6 +17,13 @@ PYTHON=${PYTHON:-python3}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-60}
 
+# The commands, a function each (cmd_<name>, but smoke_boot and activate). HOST_COMMANDS is
+# the one list of those run by a make target of the same name: the Makefile and
+# deploy/rollout.py read this line (keep it one line), and `make help` the `##` comment
+# on each one's function. install, deploy and probe run under make copy, deploy and reach.
+HOST_COMMANDS='start stop restart rollback status logs releases unlock'
+COMMANDS="install deploy probe $HOST_COMMANDS prune smoke_boot activate"
+
 # --- helpers ----------------------------------------------------------------------
 
 # Output never kills us: the ssh client may be gone (Ctrl-C) while we finish the job.
@@ -67,6 +74,20 @@ wait_gone() {  # pid seconds
     i=0
     while [ -d "/proc/$1" ] && [ "$i" -lt $(($2 * 10)) ]; do sleep 0.1; i=$((i + 1)); done
     [ ! -d "/proc/$1" ]
+}
+
+# TERM, up to SECONDS for it to go, then KILL. Never fails (set -e): it may be gone already.
+stop_pid() {  # pid seconds
+    kill -TERM "$1" 2>/dev/null || true
+    wait_gone "$1" "$2" && return 0
+    say "pid $1 ignored TERM for ${2}s: sending KILL"
+    kill -KILL "$1" 2>/dev/null || true
+    wait_gone "$1" 5 || true
+}
+
+tail_log() {  # file: its last lines, on stderr
+    say "--- last lines of $1:" >&2
+    tail -n 20 "$1" >&2 2>/dev/null || true
 }
 
 healthz() {  # [healthz.py args...]: ask the app on PORT
@@ -284,8 +305,7 @@ smoke_boot() {
     # The smoke gunicorn of a remote.sh that was killed (SIGKILL) mid-boot outlives it: stop it.
     left=$(cat "$RUN/smoke.pid" 2>/dev/null || true)
     if is_master "$left" && tr '\0' ' ' 2>/dev/null <"/proc/$left/cmdline" | grep -qF -- "--pid $RUN/smoke.pid"; then
-        kill -TERM "$left" 2>/dev/null || true
-        wait_gone "$left" "$STOP_TIMEOUT" || kill -KILL "$left" 2>/dev/null || true
+        stop_pid "$left" "$STOP_TIMEOUT"
     fi
     rm -f "$sock" "$RUN/smoke.pid" "$LOG/smoke.log"
     # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it
@@ -308,8 +328,7 @@ smoke_boot() {
     SMOKE_PID=
     if [ "$ok" != 1 ]; then
         : >"$dir/.refused"
-        say "--- last lines of $LOG/smoke.log:" >&2
-        tail -n 20 "$LOG/smoke.log" >&2 2>/dev/null || true
+        tail_log "$LOG/smoke.log"
         die "release $1 failed its smoke boot (no healthy /healthz on a private socket); it was not switched to, and what ran before runs unchanged"
     fi
 }
@@ -327,19 +346,17 @@ stop_handover_child() {  # pid of the running master
     child=$(cat "$PIDFILE.2" 2>/dev/null || true)
     is_master "$child" && [ "$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$child/status" 2>/dev/null)" = "$1" ] || return 0
     say "stopping pid $child, the new master of an unfinished hand-over"
-    kill -TERM "$child" 2>/dev/null || true
-    wait_gone "$child" "$STOP_TIMEOUT" || kill -KILL "$child" 2>/dev/null || true
+    stop_pid "$child" "$STOP_TIMEOUT"
 }
 
 # Nothing ran before: start the new release; if it cannot serve, mark it refused and, on
 # a first deploy, leave no `current` pointing at it (on_exit restores an earlier one).
 start_fresh() {  # release id now current
     start_master && return 0
-    if pid=$(master_pid); then kill -TERM "$pid"; wait_gone "$pid" "$STOP_TIMEOUT" || kill -KILL "$pid"; fi
+    if pid=$(master_pid); then stop_pid "$pid" "$STOP_TIMEOUT"; fi
     : >"$RELEASES/$1/.refused"
     if [ -z "${SWITCHED_FROM:-}" ]; then rm -f "$CURRENT"; fi
-    say "--- last lines of $LOG/gunicorn.log:" >&2
-    tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+    tail_log "$LOG/gunicorn.log"
     die "release $1 did not answer /healthz on port $PORT within ${BOOT_TIMEOUT}s"
 }
 
@@ -351,15 +368,13 @@ handover() {  # release id now current
     rm -f "$PIDFILE.2"
     kill -USR2 "$old"
     if ! wait_healthy "$1" "$PIDFILE.2"; then
-        if new=$(master_pid "$PIDFILE.2"); then kill -TERM "$new"; wait_gone "$new" "$STOP_TIMEOUT" || kill -KILL "$new"; fi
+        if new=$(master_pid "$PIDFILE.2"); then stop_pid "$new" "$STOP_TIMEOUT"; fi
         : >"$RELEASES/$1/.refused"
-        say "--- last lines of $LOG/gunicorn.log:" >&2
-        tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+        tail_log "$LOG/gunicorn.log"
         die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
     fi
     SWITCHED_FROM=  # the new release serves: from here on, an interruption keeps it
-    kill -TERM "$old"
-    wait_gone "$old" "$((STOP_TIMEOUT + 5))" || kill -KILL "$old" 2>/dev/null || true
+    stop_pid "$old" "$((STOP_TIMEOUT + 5))"
     # The new master renames gunicorn.pid.2 to gunicorn.pid once it sees its parent gone.
     i=0
     until master_pid >/dev/null || [ "$i" -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
@@ -394,40 +409,34 @@ cmd_deploy() {  # tarball sha256
     say "deployed $RELEASE_ID: serving on port $PORT"
 }
 
-cmd_start() {
+cmd_start() {  ## start the current release (no-op when it runs)
     if pid=$(master_pid); then say "already running: release $(current_id), pid $pid"; return 0; fi
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
     check_port
     ensure_local_ini
     if ! start_master; then
-        say "--- last lines of $LOG/gunicorn.log:" >&2
-        tail -n 20 "$LOG/gunicorn.log" >&2 2>/dev/null || true
+        tail_log "$LOG/gunicorn.log"
         die "release $(current_id) did not answer /healthz on port $PORT within ${BOOT_TIMEOUT}s"
     fi
     echo "$PORT" >"$RUN/port"
     say "started release $(current_id) on port $PORT (pid $(master_pid))"
 }
 
-cmd_stop() {
+cmd_stop() {  ## stop gracefully (TERM, then KILL after the timeout)
     pid=$(master_pid) || { rm -f "$PIDFILE"; say "not running"; return 0; }
     stop_handover_child "$pid"  # else it would take over once its parent is gone
-    kill -TERM "$pid"
-    if ! wait_gone "$pid" "$STOP_TIMEOUT"; then
-        say "pid $pid ignored TERM for ${STOP_TIMEOUT}s: sending KILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 5 || true
-    fi
+    stop_pid "$pid" "$STOP_TIMEOUT"
     rm -f "$PIDFILE"
     say "stopped (was pid $pid)"
 }
 
-cmd_restart() {  # zero-downtime when running, a plain start otherwise
+cmd_restart() {  ## hand over to a fresh master without dropping a request (a plain start when stopped)
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
     lock restart
     if master_pid >/dev/null; then use_running_port; step handover handover "$(current_id)"; else cmd_start; fi
 }
 
-cmd_rollback() {
+cmd_rollback() {  ## make the previous release current and serving, health-checked
     [ -L "$CURRENT" ] || die "no release is current on this host yet: nothing to roll back"
     check_port
     lock rollback
@@ -438,7 +447,7 @@ cmd_rollback() {
     say "rolled back: serving $prev on port $PORT"
 }
 
-cmd_status() {
+cmd_status() {  ## release, pid, uptime, port and /healthz; fails unless healthy
     if [ ! -L "$CURRENT" ]; then say "no release is current in $APP_DIR"; return 1; fi
     say "release: $(current_id)"
     pid=$(master_pid) || { say "master: not running"; return 1; }
@@ -448,9 +457,11 @@ cmd_status() {
     if answer=$(healthz); then say "healthz: $answer"; else say "healthz: FAILED: $answer"; return 1; fi
 }
 
-cmd_logs() { tail -n "${LINES:-100}" "$LOG/gunicorn.log" 2>/dev/null || say "no log yet in $LOG"; }
+cmd_logs() {  ## the last LINES lines of the gunicorn log
+    tail -n "${LINES:-100}" "$LOG/gunicorn.log" 2>/dev/null || say "no log yet in $LOG"
+}
 
-cmd_releases() {
+cmd_releases() {  ## list the releases on the host, marking current
     cur=$( [ -L "$CURRENT" ] && current_id || true)
     for id in $(finished_releases); do
         if [ "$id" = "$cur" ]; then say "* $id (current)"; else say "  $id"; fi
@@ -462,7 +473,7 @@ cmd_releases() {
     return 0
 }
 
-cmd_unlock() {
+cmd_unlock() {  ## remove a stale deploy lock
     if [ -d "$LOCK" ]; then say "removing deploy lock ($(lock_describe))"; rm -rf "$LOCK"; else say "no deploy lock held"; fi
 }
 
@@ -489,12 +500,13 @@ main() {
     trap on_exit EXIT
     trap 'exit 130' INT TERM
     trap '' HUP PIPE
+    known=
+    for name in $COMMANDS; do [ "$name" != "$command" ] || known=1; done
+    [ -n "$known" ] || die "unknown command '$command' ($COMMANDS)"
     case $command in
-        install) [ $# -eq 2 ] || die "usage: remote.sh install TARBALL SHA256"; cmd_install "$@" ;;
-        deploy) [ $# -eq 2 ] || die "usage: remote.sh deploy TARBALL SHA256"; cmd_deploy "$@" ;;
-        probe | start | stop | restart | rollback | status | logs | releases | unlock | prune) "cmd_$command" ;;
+        install | deploy) [ $# -eq 2 ] || die "usage: remote.sh $command TARBALL SHA256"; "cmd_$command" "$@" ;;
         smoke_boot | activate) lock "$command"; "$command" "$@" ;;
-        *) die "unknown command '$command' (install deploy probe start stop restart rollback status logs releases unlock prune smoke_boot activate)" ;;
+        *) "cmd_$command" ;;
     esac
 }
 
