@@ -1,15 +1,18 @@
 """Several hosts: the Makefile hands a target to this script when REMOTE_HOSTS is set.
 
-    python deploy/rollout.py --hosts "h1 h2 h3" [--batch N] deploy|copy|rollback|start|stop|
-        restart|status|logs|releases|unlock|nginx-conf
+    python deploy/rollout.py --hosts "h1 h2 h3" [--batch N] deploy|copy|nginx-conf|<command>
+
+where <command> is one of deploy/remote.sh's HOST_COMMANDS (start, stop, rollback, ...).
 
 It never builds an ssh or scp command itself: for each host it runs the Makefile's own
 single-host targets (`make <target> REMOTE_HOST=<host> REMOTE_HOSTS=`), so everything a
 single-host deploy checks and prints still holds. `deploy` asks every host what it runs
 (its target: Python and platform), packs once per target (hosts of one target, or a
-project of pure-Python wheels, share one tarball), then deploys host after host (BATCH at a time) and stops at the first host that fails; the host-side
-remote.sh already refuses a release that fails its smoke boot and switches back one
-that fails after the switch. A table then says where every host stands.
+project of pure-Python wheels, share one tarball), then deploys host after host (BATCH
+at a time) and stops at the first host that fails; the host-side remote.sh already
+refuses a release that fails its smoke boot and switches back one that fails after the
+switch. A table then says where every host stands. `nginx-conf` asks every host its
+address and has deploy/nginx_conf.py write the snippet.
 Standard library only: it runs with the python3 that runs make.
 """
 from __future__ import annotations
@@ -26,8 +29,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-PER_HOST = ("start", "stop", "restart", "status", "logs", "releases", "unlock")
-COMMANDS = ("deploy", "copy", "rollback", *PER_HOST, "nginx-conf")
+import nginx_conf
+
+
+def host_commands(remote_sh: Path = Path(__file__).resolve().with_name("remote.sh")) -> tuple[str, ...]:
+    """The make targets run on the host (start, stop, ...): remote.sh's HOST_COMMANDS line."""
+    found = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", remote_sh.read_text(), re.M)
+    if not found:
+        raise SystemExit(f"{remote_sh} has no HOST_COMMANDS='...' line")
+    return tuple(found.group(1).split())
+
+
+HOST_COMMANDS = host_commands()
+COMMANDS = ("deploy", "copy", *HOST_COMMANDS, "nginx-conf")
+PACKED = Path("build/rollout-packed.txt")  # what `make pack` packed for the rollout's targets
 CURRENT = re.compile(r"^\* (\S+) \(current\)", re.M)
 MAKE_NOISE = re.compile(r"^g?make(\[\d+\])?: \*\*\* ")  # the sub-make's own "Error 1"
 _print_lock = threading.Lock()
@@ -90,6 +105,11 @@ def last_error(output: str) -> str:
     return (errors or lines or ["no output"])[-1].removeprefix("error: ")
 
 
+def took(started: float) -> str:
+    """Seconds since STARTED (time.monotonic()), as every step prints them: 1.234s."""
+    return f"{time.monotonic() - started:.3f}s"
+
+
 def table(hosts: list[Host], old: str, new: str) -> str:
     rows = [("host", "target", old, new, "result", "time")]
     for h in hosts:
@@ -109,7 +129,7 @@ def timed_local(make: Make, target: str, stream: bool = False) -> bool:
             say(out.rstrip(), err=True)
         say(f"error: make {target} failed; no host was touched", err=True)
         return False
-    say(f"  {target}: {int((time.monotonic() - started) * 1000)}ms")
+    say(f"  {target}: {took(started)}")
     return True
 
 
@@ -137,17 +157,16 @@ def pack_for_hosts(make: Make, hosts: list[Host]) -> bool:
             say(f"error: {host.name}: {last_error(out)}", err=True)
             return False
         host.target = out.strip().splitlines()[-1]
-    record = Path("build/rollout-packed.txt")
     targets = " ".join(sorted({h.target for h in hosts}))
-    code, out = make.run("pack", quiet=True, PACK_TARGET=targets, PACKED=str(record))
+    code, out = make.run("pack", quiet=True, PACK_TARGET=targets, PACKED=str(PACKED))
     if code != 0:
         say(out.rstrip(), err=True)
         say("error: make pack failed; no host was touched", err=True)
         return False
-    packed = dict(line.split(" ", 1) for line in record.read_text().splitlines())
+    packed = dict(line.split(" ", 1) for line in PACKED.read_text().splitlines())
     for host in hosts:
         host.release = packed[host.target]
-    say(f"  pack: {int((time.monotonic() - started) * 1000)}ms "
+    say(f"  pack: {took(started)} "
         f"({len(set(packed.values()))} release(s) for {len(packed)} target(s))")
     return True
 
@@ -245,68 +264,30 @@ def rollback(make: Make, hosts: list[Host]) -> int:
     return 1 if failed else 0
 
 
-def nginx_conf(make: Make, hosts: list[Host], args: argparse.Namespace) -> int:
-    """Write an http-context nginx snippet: upstream of every host, static files from disk."""
-    servers = []
+def write_nginx_conf(make: Make, hosts: list[Host], args: argparse.Namespace) -> int:
+    """Ask every host its address (and, for a relative REMOTE_DIR without STATIC_ROOT, the
+    first host its home), then write the nginx snippet (deploy/nginx_conf.py)."""
+    addresses = []
     for host in hosts:
         code, out = make.run("host-address", host.name, quiet=True)
         address = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
         if not address:
             say(f"error: cannot tell the address of {host.name} (ssh -G): {out.strip()}", err=True)
             return 1
-        servers.append(f"[{address}]" if ":" in address else address)
-    static = args.static_root
-    if not static:
-        remote_dir = args.remote_dir
-        if not remote_dir.startswith("/"):  # relative to the remote user's home: ask the host
-            code, out = make.run("host-home", hosts[0].name, quiet=True)
-            home = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
-            if not home.startswith("/"):
-                say(f"error: REMOTE_DIR {remote_dir} is relative and {hosts[0].name} did not say "
-                    f"where its home is ({out.strip()}); give STATIC_ROOT=/absolute/path/", err=True)
-                return 1
-            remote_dir = f"{home.rstrip('/')}/{remote_dir}"
-        static = f"{remote_dir.rstrip('/')}/current/static/"
-    if not static.endswith("/"):
-        static += "/"
-    upstream = re.sub(r"[^A-Za-z0-9_]", "_", args.name)
-    lines = [
-        "# Generated by `make nginx-conf` for %s: do not edit, run it again." % args.name,
-        "# An http-context snippet: install it as /etc/nginx/conf.d/%s.conf, then" % args.name,
-        "# `nginx -t && systemctl reload nginx`. Static files are read from %s" % static,
-        "# on the machine nginx runs on.",
-        "upstream %s {" % upstream,
-        *("    server %s:%s max_fails=%d fail_timeout=%s;" % (s, args.port, args.max_fails, args.fail_timeout)
-          for s in servers),
-        "}",
-        "",
-        "server {",
-        "    listen %s;" % args.nginx_port,
-        "    server_name _;",
-        "",
-        "    location /static/ {",
-        "        alias %s;" % static,
-        "        expires 1h;",
-        "    }",
-        "",
-        "    location / {",
-        "        proxy_pass http://%s;" % upstream,
-        "        # A backend that refuses, times out or answers 502/503/504: try the next one.",
-        "        proxy_next_upstream error timeout http_502 http_503 http_504;",
-        "        proxy_connect_timeout 2s;",
-        "        proxy_set_header Host $host;",
-        "        proxy_set_header X-Real-IP $remote_addr;",
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
-        "    }",
-        "}",
-        "",
-    ]
+        addresses.append(address)
+    home = ""
+    if not args.static_root and not args.remote_dir.startswith("/"):  # under the remote user's home
+        code, out = make.run("host-home", hosts[0].name, quiet=True)
+        home = out.strip().splitlines()[-1] if code == 0 and out.strip() else ""
+        if not home.startswith("/"):
+            say(f"error: REMOTE_DIR {args.remote_dir} is relative and {hosts[0].name} did not say "
+                f"where its home is ({out.strip()}); give STATIC_ROOT=/absolute/path/", err=True)
+            return 1
+    static = nginx_conf.static_root(args.static_root, args.remote_dir, home)
     out_path = Path(args.out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, out_path)
+    nginx_conf.write(out_path, nginx_conf.render(args.name, addresses, args.port, args.nginx_port, static,
+                                                 args.max_fails, args.fail_timeout))
+    servers = [nginx_conf.server(a) for a in addresses]
     say(f"wrote {out_path}: upstream {', '.join(s + ':' + args.port for s in servers)}, "
         f"listen {args.nginx_port}, /static/ from {static}")
     return 0
@@ -347,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[1-9][0-9]*", args.batch):
         raise SystemExit(f"BATCH must be a whole number of hosts (1 or more), got '{args.batch}'")
     if args.command == "nginx-conf":
-        if not re.fullmatch(r"([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]+", args.nginx_port):
+        if not nginx_conf.LISTEN.fullmatch(args.nginx_port):
             raise SystemExit(f"NGINX_PORT must be a port or address:port, got '{args.nginx_port}'")
     make = Make(args.make)
     # Variables that do not depend on the host (PORT, REMOTE_DIR, ...): checked once, up front.
@@ -361,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rollback":
         return rollback(make, hosts)
     if args.command == "nginx-conf":
-        return nginx_conf(make, hosts, args)
+        return write_nginx_conf(make, hosts, args)
     if args.command == "copy":
         return each_host(make, hosts, "host-copy", packed=True)
     return each_host(make, hosts, args.command)
