@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import configparser
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -168,6 +170,44 @@ def test_remote_sh_parses(baked):
     project, _ = baked
     result = subprocess.run(["sh", "-n", project / "deploy" / "remote.sh"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_host_commands_have_make_targets_and_the_reverse(baked, tmp_path):
+    """remote.sh's HOST_COMMANDS line is the one list of its commands that are make targets:
+    each is a target (help line, single host and several) running that command, the Makefile
+    runs no command remote.sh lacks, and remote.sh documents (##) no other command for help."""
+    project, _ = baked
+    script, makefile = project / "deploy" / "remote.sh", (project / "Makefile").read_text()
+    source = script.read_text()
+    host = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", source, re.M)[1].split()
+    assert host
+    refused = subprocess.run(["sh", script, "no-such-command"], capture_output=True, text=True,
+                             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "APP_DIR": str(tmp_path / "app")})
+    usage = re.search(r"unknown command 'no-such-command' \(([a-z_ ]+)\)", refused.stderr)
+    assert refused.returncode == 1 and usage, refused.stderr
+    commands = usage[1].split()
+    assert set(host) <= set(commands)
+    functions = set(re.findall(r"^cmd_([a-z_]+)\(\)", source, re.M))
+    assert functions <= set(commands) and set(host) <= functions
+    assert set(re.findall(r"^cmd_([a-z_]+)\(\) [{] *## ", source, re.M)) == set(host), "## marks a make target"
+
+    # the Makefile names no host command, and runs none that remote.sh lacks
+    for command in host:
+        assert not re.search(rf"^{command}:", makefile, re.M), f"{command}: the Makefile lists it again"
+    called = set(re.findall(r"\$\(call (?:remote|upload),([a-z_]+)", makefile))
+    assert called and called <= set(commands), called - set(commands)
+
+    helped = subprocess.run(["make", "--no-print-directory", "help"], cwd=project, capture_output=True, text=True)
+    assert set(host) <= set(re.findall(r"^  ([a-z-]+) ", helped.stdout, re.M)), helped.stdout + helped.stderr
+    one = subprocess.run(["make", "-n", "--no-print-directory", *host, "REMOTE_HOST=h", "REMOTE_HOSTS="],
+                         cwd=project, capture_output=True, text=True)
+    assert [*re.findall(r"exec sh \S+/remote\.sh (\S+)\"", one.stdout)] == host, one.stdout + one.stderr
+    several = subprocess.run(["make", "-n", "--no-print-directory", *host, "REMOTE_HOSTS=h1 h2"],
+                             cwd=project, capture_output=True, text=True)
+    assert re.findall(r"deploy/rollout\.py .* --hosts \"h1 h2\" (\S+) ", several.stdout) == host, several.stdout
+    rollout = subprocess.run([sys.executable, "-c", "import rollout; print(' '.join(rollout.COMMANDS))"],
+                             cwd=project / "deploy", capture_output=True, text=True)
+    assert set(host) <= set(rollout.stdout.split()), rollout.stdout + rollout.stderr
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck is not installed")
