@@ -6,7 +6,12 @@
 # Settings come from the environment: APP_DIR (required; relative means under $HOME),
 # PORT, APP_ENV (prod), KEEP_RELEASES (5), PYTHON (python3), STOP_TIMEOUT (30),
 # BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock), REMOTE_HOST (the name the
-# deploying machine knows this host by, for messages).
+# deploying machine knows this host by, for messages), LOG_MAX_KB (51200) and LOG_KEEP (5):
+# the size at which a log is rotated and how many rotated ones are kept, FOLLOW (logs).
+#
+# Where the host runs systemd, the app is a systemd service (a user unit with lingering
+# for an ordinary user, a system unit running as an unprivileged account for root):
+# see "systemd" below. Elsewhere it is a detached gunicorn, and each command says so once.
 set -eu
 
 DIST='{{ cookiecutter.project_slug }}'
@@ -16,13 +21,15 @@ KEEP_RELEASES=${KEEP_RELEASES:-5}
 PYTHON=${PYTHON:-python3}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-60}
+LOG_MAX_KB=${LOG_MAX_KB:-51200}
+LOG_KEEP=${LOG_KEEP:-5}
 
 # The commands, a function each (cmd_<name>, but smoke_boot and activate). HOST_COMMANDS is
 # the one list of those run by a make target of the same name: the Makefile and
 # deploy/rollout.py read this line (keep it one line), and `make help` the `##` comment
 # on each one's function. install, deploy and probe run under make copy, deploy and reach.
 HOST_COMMANDS='start stop restart rollback status logs releases unlock'
-COMMANDS="install deploy probe $HOST_COMMANDS prune smoke_boot activate"
+COMMANDS="install deploy probe check_host $HOST_COMMANDS prune smoke_boot activate exec_master rotate_logs"
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -248,18 +255,34 @@ install_release() {  # tarball-name sha256
 start_master() {
     dir=$(current_dir)
     rm -f "$PIDFILE"
-    (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py") \
-        </dev/null >>"$LOG/gunicorn.log" 2>&1
+    if [ "$SERVICE" = daemon ]; then
+        (cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py") \
+            </dev/null >>"$LOG/gunicorn.log" 2>&1
+    else
+        write_unit
+        # enable: it comes back after a reboot; start returns once gunicorn has daemonized.
+        $SYSTEMCTL enable --quiet "$UNIT" 2>/dev/null || true
+        said=$($SYSTEMCTL start "$UNIT" 2>&1) || say "$said" >&2
+    fi
     wait_healthy "$(basename "$dir")" "$PIDFILE"
 }
 
-# Wait until /healthz on PORT names release $1; give up early once the master in pidfile
-# $2 has come and gone (gunicorn halts by itself when a worker cannot boot), or has not
+# The unit's ExecStart: the release `current` points to now, through its resolved path;
+# gunicorn daemonizes and systemd follows its pidfile (Type=forking).
+cmd_exec_master() {
+    dir=$(current_dir)
+    rm -f "$PIDFILE"
+    cd "$dir" && exec "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py"
+}
+
+# Wait until /healthz on PORT names release $1 and the master in pidfile $2 runs (a restart
+# keeps the release: the old master's answer alone proves nothing); give up early once that
+# master has come and gone (gunicorn halts by itself when a worker cannot boot), or has not
 # written its pidfile within 10 s (it does so before loading the app).
 wait_healthy() {  # release-id pidfile
     seen='' started=$(date +%s)
     while [ "$(date +%s)" -lt $((started + BOOT_TIMEOUT)) ]; do
-        healthz --release "$1" >/dev/null && return 0
+        if master_pid "$2" >/dev/null && healthz --release "$1" >/dev/null; then return 0; fi
         if master_pid "$2" >/dev/null; then
             seen=1
         elif [ -n "$seen" ] || [ "$(date +%s)" -ge $((started + 10)) ]; then
@@ -308,10 +331,13 @@ smoke_boot() {
         stop_pid "$left" "$STOP_TIMEOUT"
     fi
     rm -f "$sock" "$RUN/smoke.pid" "$LOG/smoke.log"
+    : >"$LOG/smoke.log"
+    if [ "$SERVICE" = system ]; then chown "$APP_USER:" "$LOG/smoke.log"; fi
     # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it
     # exit: gunicorn shuts down by itself at once when a worker cannot import the app, and
-    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile.
-    (cd "$dir" && exec env "${VARS}_FOREGROUND=1" "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py" \
+    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile. As the
+    # account the service runs as (as_app): never as root.
+    (cd "$dir" && exec $AS_APP env "${VARS}_FOREGROUND=1" "$dir/venv/bin/gunicorn" -c "$dir/deploy/gunicorn.conf.py" \
         --bind "unix:$sock" --workers 1 --pid "$RUN/smoke.pid" \
         --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 &
     SMOKE_PID=$!
@@ -353,6 +379,7 @@ stop_handover_child() {  # pid of the running master
 # a first deploy, leave no `current` pointing at it (on_exit restores an earlier one).
 start_fresh() {  # release id now current
     start_master && return 0
+    stop_service
     if pid=$(master_pid); then stop_pid "$pid" "$STOP_TIMEOUT"; fi
     : >"$RELEASES/$1/.refused"
     if [ -z "${SWITCHED_FROM:-}" ]; then rm -f "$CURRENT"; fi
@@ -365,6 +392,14 @@ start_fresh() {  # release id now current
 handover() {  # release id now current
     old=$(master_pid) || { start_fresh "$1"; return; }
     stop_handover_child "$old"
+    if [ "$SERVICE" != daemon ] && ! in_unit "$old"; then
+        # A master started outside the unit (before systemd was usable here) cannot hand
+        # over into it: stop it and let the unit start the release (a short restart).
+        say "  moving the app from a detached gunicorn (pid $old) into $UNIT.service: a short restart"
+        stop_pid "$old" "$STOP_TIMEOUT"
+        start_fresh "$1"
+        return
+    fi
     rm -f "$PIDFILE.2"
     kill -USR2 "$old"
     if ! wait_healthy "$1" "$PIDFILE.2"; then
@@ -374,6 +409,13 @@ handover() {  # release id now current
         die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
     fi
     SWITCHED_FROM=  # the new release serves: from here on, an interruption keeps it
+    if [ "$SERVICE" != daemon ]; then
+        # systemd re-reads the pidfile when the main process exits: it must name the new
+        # master by then, or the old one deletes it on exit, the unit counts as finished
+        # and systemd kills the new master with it. gunicorn itself renames the .2 file
+        # only once it sees its parent gone: too late, so copy it now, atomically.
+        cp "$PIDFILE.2" "$PIDFILE.tmp" && mv -f "$PIDFILE.tmp" "$PIDFILE"
+    fi
     stop_pid "$old" "$((STOP_TIMEOUT + 5))"
     # The new master renames gunicorn.pid.2 to gunicorn.pid once it sees its parent gone.
     i=0
@@ -382,6 +424,8 @@ handover() {  # release id now current
 
 # Smoke-boot, switch, hand over, confirm; on failure after the switch on_exit switches back.
 activate() {  # release id
+    ensure_app_user
+    if [ "$SERVICE" != daemon ]; then write_unit; fi  # settings may have changed
     step smoke_boot smoke_boot "$1"
     SWITCHED_FROM=
     [ -L "$CURRENT" ] && SWITCHED_FROM=$(current_id)
@@ -389,6 +433,142 @@ activate() {  # release id
     step handover handover "$1"
     echo "$PORT" >"$RUN/port"
     SWITCHED_FROM=
+}
+
+# --- systemd: one unit per app directory ------------------------------------------
+
+# Sets SERVICE (user, system or daemon), UNIT, SYSTEMCTL, UNIT_DIR, APP_USER, and WHY
+# (in daemon mode: why not systemd).
+detect_service() {
+    SERVICE=daemon WHY='' APP_USER=$(id -un) AS_APP=
+    UNIT=$DIST-$APP_ENV-$(printf '%s' "$APP_DIR" | sha256sum | cut -c1-8)
+    if [ ! -d /run/systemd/system ] || ! command -v systemctl >/dev/null 2>&1; then
+        WHY="$(hostname) does not run systemd"
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ]; then
+        SERVICE=system SYSTEMCTL=systemctl UNIT_DIR=/etc/systemd/system
+        APP_USER=$(printf '%s' "$DIST" | cut -c1-32)
+        AS_APP="runuser -u $APP_USER --"
+        return 0
+    fi
+    XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
+    export XDG_RUNTIME_DIR
+    if [ ! -e "/var/lib/systemd/linger/$APP_USER" ] && ! loginctl enable-linger "$APP_USER" >/dev/null 2>&1; then
+        WHY="lingering is off for $APP_USER, so a user service would not start at boot; to fix: sudo loginctl enable-linger $APP_USER"
+        return 0
+    fi
+    if ! systemctl --user show-environment >/dev/null 2>&1; then
+        WHY="$APP_USER has no systemd user manager here (install libpam-systemd, then log in again)"
+        return 0
+    fi
+    SERVICE=user SYSTEMCTL="systemctl --user" UNIT_DIR=$HOME/.config/systemd/user
+}
+
+# Once per deploy and start: how the app runs here, and what is unsafe about it.
+say_service_mode() {
+    if [ "$SERVICE" != daemon ]; then return 0; fi
+    say "note: the app runs as a detached gunicorn, not a systemd service: $WHY; nothing restarts it after a crash or reboot"
+    if [ "$(id -u)" = 0 ]; then
+        say "warning: the app runs as root: a flaw in it or a dependency is a root shell on $(hostname); deploy as an ordinary user (REMOTE_USER=…), or to a host with systemd, where a root deploy runs the app as an unprivileged account"
+    fi
+}
+
+in_unit() { grep -q "/$UNIT.service" "/proc/$1/cgroup" 2>/dev/null; }
+
+# As root, the app runs as APP_USER: created once, owner of shared/ (logs, run, data and
+# local.ini), which is all it may write; releases stay root's and read-only to it.
+ensure_app_user() {
+    [ "$SERVICE" = system ] || return 0
+    if ! id -u "$APP_USER" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$APP_USER" || die "cannot create the account $APP_USER for the app"
+        say "  created the system account $APP_USER: the app runs as it, not as root"
+    fi
+    chown -R "$APP_USER:$APP_USER" "$SHARED"
+    runuser -u "$APP_USER" -- test -r "$APP_DIR/remote.sh" ||
+        die "the app runs as $APP_USER, which cannot read $APP_DIR (under /root?): deploy to a directory it can reach, e.g. REMOTE_DIR=/srv/$DIST"
+}
+
+# Write the unit (and its log-rotation timer) when they changed; daemon-reload only then.
+write_unit() {
+    ensure_app_user
+    mkdir -p "$UNIT_DIR"
+    changed=
+    unit_text | replace_if_changed "$UNIT_DIR/$UNIT.service" && changed=1
+    rotate_unit_text | replace_if_changed "$UNIT_DIR/$UNIT-logs.service" && changed=1
+    rotate_timer_text | replace_if_changed "$UNIT_DIR/$UNIT-logs.timer" && changed=1
+    if [ -n "$changed" ]; then
+        $SYSTEMCTL daemon-reload
+        say "  wrote $UNIT_DIR/$UNIT.service"
+    fi
+    $SYSTEMCTL enable --quiet --now "$UNIT-logs.timer" 2>/dev/null || true
+}
+
+replace_if_changed() {  # file: stdin becomes the file unless it already holds the same; fails when unchanged
+    cat >"$1.tmp.$$"
+    if cmp -s "$1.tmp.$$" "$1"; then rm -f "$1.tmp.$$"; return 1; fi
+    mv -f "$1.tmp.$$" "$1"
+}
+
+# What every unit of this app shares: who runs it, where, and the sandbox.
+unit_service_common() {
+    printf 'Environment=APP_DIR=%s APP_ENV=%s PORT=%s PYTHON=%s LOG_MAX_KB=%s LOG_KEEP=%s\n' \
+        "$APP_DIR" "$APP_ENV" "$PORT" "$PYTHON" "$LOG_MAX_KB" "$LOG_KEEP"
+    [ "$SERVICE" = system ] || return 0
+    home=yes
+    case $APP_DIR in /home/* | /root/*) home=read-only ;; esac
+    printf '%s\n' "User=$APP_USER" "Group=$APP_USER" "NoNewPrivileges=yes" "PrivateTmp=yes" \
+        "ProtectSystem=strict" "ReadWritePaths=$SHARED" "ProtectHome=$home"
+}
+
+unit_text() {
+    printf '%s\n' "# Written by $DIST's deploy/remote.sh for $APP_DIR; every deploy rewrites it." \
+        "[Unit]" "Description=$DIST ($APP_ENV) from $APP_DIR" "After=network.target" "" "[Service]" \
+        "Type=forking" "PIDFile=$PIDFILE" "ExecStart=/bin/sh $APP_DIR/remote.sh exec_master" \
+        "Restart=on-failure" "RestartSec=1" "TimeoutStartSec=$BOOT_TIMEOUT" \
+        "TimeoutStopSec=$((STOP_TIMEOUT + 5))"
+    unit_service_common
+    printf '%s\n' "" "[Install]" "WantedBy=$( [ "$SERVICE" = user ] && echo default.target || echo multi-user.target)"
+}
+
+rotate_unit_text() {
+    printf '%s\n' "# Written by $DIST's deploy/remote.sh: rotates $LOG (see rotate_logs)." \
+        "[Unit]" "Description=rotate the logs of $DIST ($APP_ENV) from $APP_DIR" "" "[Service]" \
+        "Type=oneshot" "ExecStart=/bin/sh $APP_DIR/remote.sh rotate_logs"
+    unit_service_common
+}
+
+rotate_timer_text() {
+    printf '%s\n' "[Unit]" "Description=rotate the logs of $DIST ($APP_ENV) every 5 minutes" "" \
+        "[Timer]" "OnBootSec=5min" "OnUnitActiveSec=5min" "" "[Install]" "WantedBy=timers.target"
+}
+
+# Stop and disable the unit (it stays stopped across reboots); harmless without one.
+stop_service() {
+    [ "$SERVICE" != daemon ] && [ -e "$UNIT_DIR/$UNIT.service" ] || return 0
+    $SYSTEMCTL disable --quiet --now "$UNIT" 2>/dev/null || true
+    $SYSTEMCTL reset-failed "$UNIT" 2>/dev/null || true
+}
+
+# Rotate a log past LOG_MAX_KB: rename it (gunicorn keeps writing to the renamed file),
+# then USR1, on which gunicorn and its workers reopen their logs. No line is lost: every
+# line lands in the old file or the new one. Keeps LOG_KEEP old ones (.1 newest).
+cmd_rotate_logs() {
+    rotated=
+    for log in "$LOG/gunicorn.log" "$LOG/access.log"; do
+        [ -f "$log" ] && [ "$(($(wc -c <"$log") / 1024))" -ge "$LOG_MAX_KB" ] || continue
+        n=$LOG_KEEP
+        rm -f "$log.$n"
+        while [ "$n" -gt 1 ]; do
+            if [ -e "$log.$((n - 1))" ]; then mv -f "$log.$((n - 1))" "$log.$n"; fi
+            n=$((n - 1))
+        done
+        mv -f "$log" "$log.1"
+        rotated=1
+    done
+    if [ -n "$rotated" ] && pid=$(master_pid); then kill -USR1 "$pid"; fi
+    return 0
 }
 
 # --- commands -----------------------------------------------------------------------
@@ -400,6 +580,7 @@ cmd_install() {  # tarball sha256: copy's host half
 }
 
 cmd_deploy() {  # tarball sha256
+    say_service_mode
     check_port
     lock "$1"
     step install install_release "$1" "$2"
@@ -409,12 +590,14 @@ cmd_deploy() {  # tarball sha256
     say "deployed $RELEASE_ID: serving on port $PORT"
 }
 
-cmd_start() {  ## start the current release (no-op when it runs)
+cmd_start() {  ## start the current release (no-op when it runs); under systemd it starts at boot again
     if pid=$(master_pid); then say "already running: release $(current_id), pid $pid"; return 0; fi
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
+    say_service_mode
     check_port
     ensure_local_ini
     if ! start_master; then
+        stop_service
         tail_log "$LOG/gunicorn.log"
         die "release $(current_id) did not answer /healthz on port $PORT within ${BOOT_TIMEOUT}s"
     fi
@@ -422,9 +605,10 @@ cmd_start() {  ## start the current release (no-op when it runs)
     say "started release $(current_id) on port $PORT (pid $(master_pid))"
 }
 
-cmd_stop() {  ## stop gracefully (TERM, then KILL after the timeout)
-    pid=$(master_pid) || { rm -f "$PIDFILE"; say "not running"; return 0; }
+cmd_stop() {  ## stop gracefully (TERM, then KILL after the timeout); under systemd it stays stopped across reboots
+    pid=$(master_pid) || { stop_service; rm -f "$PIDFILE"; say "not running"; return 0; }
     stop_handover_child "$pid"  # else it would take over once its parent is gone
+    stop_service
     stop_pid "$pid" "$STOP_TIMEOUT"
     rm -f "$PIDFILE"
     say "stopped (was pid $pid)"
@@ -433,7 +617,13 @@ cmd_stop() {  ## stop gracefully (TERM, then KILL after the timeout)
 cmd_restart() {  ## hand over to a fresh master without dropping a request (a plain start when stopped)
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
     lock restart
-    if master_pid >/dev/null; then use_running_port; step handover handover "$(current_id)"; else cmd_start; fi
+    if master_pid >/dev/null; then
+        use_running_port
+        if [ "$SERVICE" != daemon ]; then write_unit; fi  # settings may have changed
+        step handover handover "$(current_id)"
+    else
+        cmd_start
+    fi
 }
 
 cmd_rollback() {  ## make the previous release current and serving, health-checked
@@ -447,7 +637,13 @@ cmd_rollback() {  ## make the previous release current and serving, health-check
     say "rolled back: serving $prev on port $PORT"
 }
 
-cmd_status() {  ## release, pid, uptime, port and /healthz; fails unless healthy
+cmd_status() {  ## service, release, pid, uptime, port and /healthz; fails unless healthy
+    if [ "$SERVICE" = daemon ]; then
+        say "service: none, a detached gunicorn ($WHY)"
+    else
+        say "service: $UNIT.service ($SERVICE unit, $($SYSTEMCTL is-enabled "$UNIT" 2>/dev/null || true)," \
+            "$($SYSTEMCTL show -p ActiveState --value "$UNIT"), main pid $($SYSTEMCTL show -p MainPID --value "$UNIT"))"
+    fi
     if [ ! -L "$CURRENT" ]; then say "no release is current in $APP_DIR"; return 1; fi
     say "release: $(current_id)"
     pid=$(master_pid) || { say "master: not running"; return 1; }
@@ -457,8 +653,13 @@ cmd_status() {  ## release, pid, uptime, port and /healthz; fails unless healthy
     if answer=$(healthz); then say "healthz: $answer"; else say "healthz: FAILED: $answer"; return 1; fi
 }
 
-cmd_logs() {  ## the last LINES lines of the gunicorn log
-    tail -n "${LINES:-100}" "$LOG/gunicorn.log" 2>/dev/null || say "no log yet in $LOG"
+cmd_logs() {  ## the last LINES lines of the gunicorn log; FOLLOW=1 follows it
+    [ -e "$LOG/gunicorn.log" ] || { say "no log yet in $LOG"; return 0; }
+    if [ -n "${FOLLOW:-}" ]; then
+        trap - HUP PIPE  # a closed ssh connection ends the follow
+        exec tail -n "${LINES:-100}" -F "$LOG/gunicorn.log"
+    fi
+    tail -n "${LINES:-100}" "$LOG/gunicorn.log"
 }
 
 cmd_releases() {  ## list the releases on the host, marking current
@@ -471,6 +672,24 @@ cmd_releases() {  ## list the releases on the host, marking current
         [ -e "$dir.refused" ] && say "  $(basename "$dir") (refused: failed to boot, removed by the next deploy)"
     done
     return 0
+}
+
+cmd_check_host() {  # make check-host: what the host has, one line each
+    facts=$(cmd_probe)
+    say "python: Python $(echo "$facts" | sed -n 's/^python_version=//p') ($PYTHON), venv: $(echo "$facts" | sed -n 's/^venv=//p')"
+    if [ "$SERVICE" = daemon ]; then
+        say "systemd: no ($WHY)"
+    else
+        say "systemd: yes ($(systemctl --version | head -n 1 | cut -d' ' -f1-2)), $SERVICE unit$( [ "$SERVICE" = user ] && echo ', lingering: on')"
+    fi
+    say "disk: $(df -Pk "$APP_DIR" | awk 'NR == 2 { print int($4 / 1024) }') MiB free in $APP_DIR"
+    if pid=$(master_pid) && [ "$(running_port)" = "${PORT:-}" ]; then
+        say "port $PORT: in use by this app (pid $pid)"
+    elif [ -n "${PORT:-}" ] && port_taken; then
+        say "port $PORT: in use by another program"
+    else
+        say "port ${PORT:-?}: free"
+    fi
 }
 
 cmd_unlock() {  ## remove a stale deploy lock
@@ -500,6 +719,11 @@ main() {
     trap on_exit EXIT
     trap 'exit 130' INT TERM
     trap '' HUP PIPE
+    case $command in
+        exec_master | rotate_logs) SERVICE=unit ;;  # run by systemd, in the unit
+        *) detect_service ;;
+    esac
+    case $SERVICE-$command in daemon-probe | daemon-check_host) ;; daemon-*) cmd_rotate_logs ;; esac  # nothing else would
     known=
     for name in $COMMANDS; do [ "$name" != "$command" ] || known=1; done
     [ -n "$known" ] || die "unknown command '$command' ($COMMANDS)"

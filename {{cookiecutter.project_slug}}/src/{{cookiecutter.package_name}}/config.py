@@ -67,6 +67,14 @@ def _command(raw: str) -> str:
     return value
 
 
+def _size_kib(raw: str) -> int:
+    """A size such as 512K, 50M or 1G, as KiB (what remote.sh compares a log with)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG])i?B?\s*", raw, re.I)
+    if not m or int(m[1]) == 0:
+        raise ValueError(f"{raw!r} is not a size (a whole number with K, M or G, e.g. 50M)")
+    return int(m[1]) * {"K": 1, "M": 1024, "G": 1024 * 1024}[m[2].upper()]
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Empty means "not set here" (for ssh settings: let ssh and ~/.ssh/config decide)."""
     return lambda raw: parse(raw) if raw.strip() else ""
@@ -89,6 +97,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "ssh_port": _optional(_int(1, 65535)),
         "keep_releases": _int(1),
         "python": _command,
+        "log_max_size": _size_kib,
+        "log_keep": _int(1, 100),
     },
 }
 
