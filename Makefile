@@ -24,7 +24,7 @@ test: venv ## run the template's tests (bakes, builds, deploys to a private sshd
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: venv ## bake the example, test and pack it, deploy it to a private sshd on loopback
-	@$(PY) tests/sshd.py start $(DEMO)/sshd >/dev/null
+	@$(PY) tests/harness/sshd.py start $(DEMO)/sshd >/dev/null
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists -o $(DEMO) .
 	cd $(DEMO_PROJECT) && { [ -d .git ] || git init -q; } && . $(DEMO)/sshd/sshd.env && \
 		$(MAKE) --no-print-directory deploy REMOTE_HOST=$$REMOTE_HOST SSH_OPTS="$$SSH_OPTS" \
@@ -36,7 +36,7 @@ demo-stop: ## stop the demo app and its sshd, remove build/demo
 	-@[ -f $(DEMO)/sshd/sshd.env ] && cd $(DEMO_PROJECT) && . $(DEMO)/sshd/sshd.env && \
 		$(MAKE) --no-print-directory stop REMOTE_HOST=$$REMOTE_HOST SSH_OPTS="$$SSH_OPTS" \
 		REMOTE_DIR=$(DEMO)/host PORT=$(DEMO_PORT)
-	-@[ -d $(DEMO)/sshd ] && $(PYTHON) tests/sshd.py stop $(DEMO)/sshd
+	-@[ -d $(DEMO)/sshd ] && $(PYTHON) tests/harness/sshd.py stop $(DEMO)/sshd
 	rm -rf $(DEMO)
 
 bench: venv ## measure bake, test, pack, deploy, hand-over and throughput (prints a table)

@@ -4,15 +4,14 @@
     python bench/run.py            # from the repository root (or: make bench)
 
 Bakes the default answers into a temporary directory, times make test / pack, deploys to
-a private sshd on 127.0.0.1 (tests/sshd.py), drives load with tests/load.py (127.0.0.1
-only), and cleans up everything it started: gunicorn masters, its sshd, the temp dir.
+a private sshd on 127.0.0.1 (tests/harness/sshd.py), drives load with tests/harness/load.py
+(127.0.0.1 only), and cleans up everything it started: gunicorn masters, its sshd, the temp dir.
 Every figure in the table is measured in this run. Progress goes to stderr.
 bench/README.md says what each row means.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import platform
 import re
@@ -25,10 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # the test harness: tests/harness/
 
-from load import Load  # noqa: E402
-from sshd import PrivateSshd, find_sshd, free_port  # noqa: E402
+from harness.app import healthz  # noqa: E402
+from harness.load import Load  # noqa: E402
+from harness.sshd import PrivateSshd, find_sshd, free_port  # noqa: E402
 
 THREADS = 8
 RPS_SECONDS = 10.0
@@ -62,18 +62,6 @@ def secs(seconds: float) -> str:
 def cookiecutter() -> list[str]:
     venv = ROOT / ".venv" / "bin" / "cookiecutter"
     return [str(venv)] if venv.exists() else [sys.executable, "-m", "cookiecutter"]
-
-
-def healthz(port: int) -> str | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        conn.request("GET", "/healthz", headers={"Connection": "close"})
-        response = conn.getresponse()
-        return response.read().decode() if response.status == 200 else None
-    except OSError:
-        return None
-    finally:
-        conn.close()
 
 
 class Project:
@@ -166,7 +154,7 @@ def throughput_rows(project: Project, port: int, remote_dir: Path) -> None:
                             cwd=release, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
-        while healthz(other) is None:
+        while healthz(other, timeout=2, check=False) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn with its defaults did not start: see {log.name}")
             time.sleep(0.1)

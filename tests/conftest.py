@@ -1,4 +1,8 @@
-"""Shared fixtures: a baked project (made once per session) and a private sshd host."""
+"""Shared fixtures: a baked project (made once per session) and a private sshd host.
+
+The helpers live in the harness package (tests/harness/); `make` is re-exported here for
+the modules that import it from conftest. Under pytest-xdist each worker has its own
+session, so its own baked project and sshd."""
 from __future__ import annotations
 
 import os
@@ -15,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (flask_deploy_answers); pytest-cookies also renders the context before calling it.
 sys.path.append(str(TEMPLATE))
 
-from sshd import PrivateSshd  # noqa: E402
+from harness.app import make  # noqa: E402,F401  (re-exported: `from conftest import make`)
+from harness.sshd import PrivateSshd  # noqa: E402
 
 
 def missing(reason: str) -> None:
@@ -29,15 +34,6 @@ def bake(output_dir: Path, **answers: str) -> Path:
     """Bake the template for real (no input) and return the project directory."""
     project = cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers)
     return Path(project)
-
-
-def make(project: Path, *args: str, check: bool = True, timeout: float = 600, **variables: str):
-    """Run `make ARGS VAR=value…` in a baked project; returns the CompletedProcess."""
-    command = ["make", "--no-print-directory", *args, *(f"{k}={v}" for k, v in variables.items())]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture(scope="session")

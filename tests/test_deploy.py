@@ -3,13 +3,13 @@ private sshd on this machine and runs under gunicorn. Nothing is mocked.
 
 Each app lives in its own REMOTE_DIR (a per-test tmp dir) on its own free PORT. Several
 read-mostly checks share one deployed app (`shared_app`); every test leaves it serving.
-A finalizer stops every app a test started and fails if a process of it outlives `make stop`.
+A finalizer stops every app a test started and fails if a process of it outlives `make stop`
+(harness.app: App.stop_everything).
 """
 from __future__ import annotations
 
 import calendar
 import hashlib
-import json
 import os
 import re
 import shlex
@@ -17,175 +17,16 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make
-from sshd import free_port
+from harness.app import (App, alive, children, cmdline, dead_pid, healthz, make, new_app, output,
+                         port_open, tree, wait_for)
 
 RELEASE_ID = re.compile(r"\d+\.\d+\.\d+-\d{8}T\d{6}Z")
 
 
-# --- helpers ------------------------------------------------------------------------
-
-
-def healthz(port: int, timeout: float = 5) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as response:
-        return json.load(response)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    """True unless the process is gone (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited (and whose pid nobody has taken since)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    assert not alive(proc.pid)
-    return proc.pid
-
-
-def output(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
-
-
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
-def lock_info(app: App) -> str:
-    try:
-        return (app.dir / ".deploy.lock" / "info").read_text()
-    except OSError:
-        return ""
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Every path under root with its type, size and mtime: to prove nothing changed."""
-    snapshot = {}
-    for path in sorted(root.rglob("*")):
-        st = path.lstat()
-        snapshot[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return snapshot
-
-
-class App:
-    """One app on the host: REMOTE_DIR and PORT, and the make variables that name them."""
-
-    def __init__(self, project: Path, host, remote_dir: Path, port: int):
-        self.project, self.host, self.dir, self.port = project, host, remote_dir, port
-
-    @property
-    def vars(self) -> dict[str, str]:
-        return dict(REMOTE_HOST=self.host.host_alias, SSH_OPTS=self.host.ssh_opts,
-                    REMOTE_DIR=str(self.dir), PORT=str(self.port))
-
-    def make(self, *targets: str, check: bool = True, **overrides: str | None):
-        """`make TARGETS` with this app's variables; an override of None leaves one out."""
-        variables = {k: v for k, v in {**self.vars, **overrides}.items() if v is not None}
-        return make(self.project, *targets, check=check, **variables)
-
-    def deploy(self, check: bool = True):
-        started = time.monotonic()
-        result = self.make("deploy", check=check)
-        wall = time.monotonic() - started
-        host = re.search(r"^\s*host: (\d+)ms", result.stdout, re.M)
-        steps = " ".join(f"{m[0]} {m[1]}s" for m in re.findall(r"^\s+(\w+): ([\d.]+)s$", result.stdout, re.M))
-        print(f"deploy to {self.dir.parent.name}: exit {result.returncode}, wall {wall:.1f}s, "
-              f"host {int(host.group(1)) / 1000 if host else '?'}s ({steps})")  # shown with -s or -rP
-        return result
-
-    def release(self) -> str:
-        return healthz(self.port)["release"]
-
-    @property
-    def run_dir(self) -> Path:
-        return self.dir / "shared" / "run"
-
-    def pid(self) -> int:
-        return int((self.run_dir / "gunicorn.pid").read_text().strip())
-
-    def current(self) -> str:
-        return os.path.basename(os.readlink(self.dir / "current"))
-
-    def processes(self) -> list[int]:
-        """Every process that runs from this app's releases (masters, workers, smoke boots)."""
-        marker = f"{self.dir}/releases/"
-        return [int(p.name) for p in Path("/proc").iterdir()
-                if p.name.isdigit() and int(p.name) != os.getpid() and marker in cmdline(int(p.name))]
-
-    def stop_everything(self) -> None:
-        """Teardown: `make stop`, then kill what is left (pidfiles first) and fail if there was any."""
-        # a deploy still running on the host (its make was killed by a failing test) finishes first
-        deadline = time.monotonic() + 120
-        while (holder := re.search(r"^pid=(\d+)$", lock_info(self), re.M)) and alive(int(holder.group(1))) \
-                and "remote.sh" in cmdline(int(holder.group(1))) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        result = self.make("stop", check=False) if (self.dir / "remote.sh").exists() else None
-        leftovers = []
-        for name in ("gunicorn.pid", "gunicorn.pid.2", "smoke.pid"):
-            try:
-                pid = int((self.run_dir / name).read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if str(self.dir) in cmdline(pid):
-                leftovers.append(pid)
-        leftovers += [p for p in self.processes() if p not in leftovers]
-        for pid in leftovers:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if result is not None and result.returncode != 0:
-            raise AssertionError(f"make stop failed for {self.dir}:\n{output(result)}")
-        deadline = time.monotonic() + 10
-        while any(alive(p) for p in leftovers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [p for p in leftovers if alive(p)], "processes survived KILL"
-        assert not leftovers, f"processes of {self.dir} outlived make stop: {leftovers}"
-
-
-def new_app(project: Path, host, tmp_factory, request) -> App:
-    app = App(project, host, tmp_factory.mktemp("host") / "app", free_port())
-    request.addfinalizer(app.stop_everything)
-    return app
+# --- fixtures -----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -382,7 +223,7 @@ def test_a_running_deploy_holds_the_lock(serving):
     command = ["make", "--no-print-directory", "deploy", *(f"{k}={v}" for k, v in app.vars.items())]
     first = subprocess.Popen(command, cwd=app.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        info = wait_for(lambda: "pid=" in lock_info(app) and lock_info(app), 120, "the deploy to take the lock")
+        info = wait_for(lambda: "pid=" in app.lock_info() and app.lock_info(), 120, "the deploy to take the lock")
         started = time.monotonic()
         second = app.make("restart", check=False)  # takes the lock at once: no local build
         assert first.poll() is None, "the refusal came while the deploy still ran"
@@ -412,7 +253,7 @@ def test_a_live_lock_refuses_a_deploy_and_make_unlock_removes_it(serving):
         assert refused.returncode != 0
         assert "another deploy holds the lock" in refused.stderr
         assert "who=alice@laptop when=2026-01-01T00:00:00Z version=my-flask-app-0.0.9.tar.gz" in refused.stderr
-        assert f"pid={holder.pid}" in lock_info(app)  # the refused deploy left the lock alone
+        assert f"pid={holder.pid}" in app.lock_info()  # the refused deploy left the lock alone
         assert app.release() == before
         assert holder.poll() is None
 

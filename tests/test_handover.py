@@ -2,25 +2,21 @@
 
 A real OpenSSH server on loopback (the `sshd_host` fixture), the baked project's own
 `make deploy/restart/rollback`, real gunicorn masters, and a bounded load generator
-(tests/load.py) on 127.0.0.1 counting every failed request while they work.
+(harness/load.py) on 127.0.0.1 counting every failed request while they work.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import re
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import make
-from load import Load
-from sshd import free_port
+from harness.app import App, alive, argv, make, new_app, pids, ppid, wait_for
+from harness.load import Load
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
 
@@ -31,109 +27,11 @@ MIN_OK = 100  # a "healthy number" of answered requests during one operation
 GUNICORN_PIN = "gunicorn==27.0.1"
 
 
-@dataclass
-class App:
-    project: Path
-    remote_dir: Path
-    port: int
-    variables: dict[str, str]
-
-    def make(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return make(self.project, *targets, check=check, **self.variables)
-
-    def popen_make(self, *targets: str, log: Path) -> subprocess.Popen[bytes]:
-        """`make TARGETS` in its own process group, output to `log`."""
-        command = ["make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in self.variables.items())]
-        with open(log, "wb") as out:
-            return subprocess.Popen(command, cwd=self.project, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-
-    @property
-    def current(self) -> str:
-        return os.path.basename(os.readlink(self.remote_dir / "current"))
-
-    @property
-    def lock(self) -> Path:
-        return self.remote_dir / ".deploy.lock"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.remote_dir / "shared" / "run" / "gunicorn.pid"
-
-    def healthz(self) -> dict:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("GET", "/healthz", headers={"Connection": "close"})
-            response = conn.getresponse()
-            assert response.status == 200, response.status
-            return json.loads(response.read())
-        finally:
-            conn.close()
-
-    def releases(self) -> set[str]:
-        return {p.name for p in (self.remote_dir / "releases").iterdir()}
-
-
-def _cmdline(pid: int | str) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
-    except OSError:
-        return []
-
-
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def _ppid(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("PPid:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _stop_leftovers(remote_dir: Path) -> None:
-    """Safety net after `make stop`: TERM any gunicorn still running from remote_dir."""
-    prefix = f"{remote_dir}/releases/"
-    for pid in _pids():
-        if any(arg.startswith(prefix) and "gunicorn" in arg for arg in _cmdline(pid)):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-
-def _wait_until(condition, timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 def _read_pid(path: Path) -> int:
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _alive(pid: int) -> bool:
-    """Running and not a zombie (a zombie's cmdline is empty)."""
-    return bool(_cmdline(pid))
-
-
-def _lock_released(app: App) -> bool:
-    """The lock dir is gone, or its holder is dead (a stale lock the next deploy takes over)."""
-    try:
-        info = (app.lock / "info").read_text()
-    except FileNotFoundError:
-        return not app.lock.exists()
-    holder = next((line[4:] for line in info.splitlines() if line.startswith("pid=")), "")
-    return holder.isdigit() and not _alive(int(holder))
 
 
 def _assert_quiet(load: Load, what: str) -> None:
@@ -142,32 +40,23 @@ def _assert_quiet(load: Load, what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def app(baked_project: Path, sshd_host, tmp_path_factory) -> App:
-    remote_dir = tmp_path_factory.mktemp("handover") / "app"
-    port = free_port()
-    deployed = App(baked_project, remote_dir, port, {
-        "REMOTE_HOST": sshd_host.host_alias, "SSH_OPTS": sshd_host.ssh_opts,
-        "PORT": str(port), "REMOTE_DIR": str(remote_dir),
-    })
-    try:
-        deployed.make("deploy")
-        yield deployed
-    finally:
-        deployed.make("stop", check=False)
-        _stop_leftovers(remote_dir)
+def app(baked_project: Path, sshd_host, tmp_path_factory, request) -> App:
+    deployed = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    deployed.make("deploy")
+    return deployed
 
 
 # --- hand-overs under load ------------------------------------------------------------
 
 def test_redeploy_restart_rollback_drop_no_request(app: App) -> None:
-    first = app.current
+    first = app.current()
     assert app.healthz()["release"] == first
 
     with Load(app.port, **LOAD) as load:
         load.wait_for(ok=20)
         app.make("deploy")
         time.sleep(0.5)
-    second = app.current
+    second = app.current()
     assert second != first
     _assert_quiet(load, "redeploy")
     assert load.releases_seen == {first, second}, load.summary()
@@ -179,7 +68,7 @@ def test_redeploy_restart_rollback_drop_no_request(app: App) -> None:
         app.make("restart")
         time.sleep(0.5)
     _assert_quiet(load, "restart")
-    assert app.current == second and app.healthz()["release"] == second
+    assert app.current() == second and app.healthz()["release"] == second
     assert int(app.pidfile.read_text()) != master, "restart did not hand over to a new master"
     assert load.releases_seen == {second}, load.summary()
 
@@ -189,7 +78,7 @@ def test_redeploy_restart_rollback_drop_no_request(app: App) -> None:
         time.sleep(0.5)
     _assert_quiet(load, "rollback")
     assert f"rolled back: serving {first}" in out
-    assert app.current == first and app.healthz()["release"] == first
+    assert app.current() == first and app.healthz()["release"] == first
     assert load.releases_seen == {first, second}, load.summary()
 
 
@@ -228,11 +117,11 @@ def _deploy_broken_under_load(app: App, broken_code: str) -> tuple[str, Load, fl
 
 
 def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
-    before = app.current
+    before = app.current()
     out, load, _ = _deploy_broken_under_load(app, FAILS_ON_HOST)
     assert "failed its smoke boot" in out, out
     assert "RuntimeError: only fails on the host" in out, "the boot log's tail is not shown:\n" + out
-    assert app.current == before
+    assert app.current() == before
     assert app.healthz()["release"] == before
     _assert_quiet(load, "refused deploy")
     assert load.releases_seen == {before}, load.summary()
@@ -241,7 +130,7 @@ def test_refused_release_keeps_the_old_one_serving(app: App) -> None:
     assert len(refused) == 1, "the refused release is not shown as refused"
     refused_id = refused[0].split()[0]
     app.make("deploy")  # the next good deploy goes through, and clears the refused one away
-    good = app.current
+    good = app.current()
     assert good != before and app.healthz()["release"] == good
     assert "refused" not in app.make("releases").stdout
     app.make("rollback")  # back to an older release that served, never to the refused one
@@ -261,27 +150,25 @@ if release_id() != "dev" and not any(k.endswith("_FOREGROUND") for k in os.envir
 
 
 def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
-    before = app.current
+    before = app.current()
     out, load, took = _deploy_broken_under_load(app, FAILS_AFTER_SWITCH)
     assert "smoke_boot:" in out, "the release should have passed its smoke boot:\n" + out
     assert "did not become healthy" in out and f"switching current back to {before}" in out, out
     assert "RuntimeError: fails only in the real master" in out, "the log's tail is not shown:\n" + out
     assert took < 60, f"the failed new master was waited on for {took:.0f}s"
-    assert app.current == before and app.healthz()["release"] == before
+    assert app.current() == before and app.healthz()["release"] == before
     _assert_quiet(load, "release failing after the switch")
     assert load.releases_seen == {before}, load.summary()
     assert not app.lock.exists(), "the deploy lock was not released"
     app.make("deploy")
-    assert app.current != before and app.healthz()["release"] == app.current
+    assert app.current() != before and app.healthz()["release"] == app.current()
 
 
-def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, sshd_host, tmp_path) -> None:
+def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, sshd_host, tmp_path_factory,
+                                                               request) -> None:
     """Nothing served before: the failure is named, no master lingers, no `current` points at it."""
-    remote_dir, port = tmp_path / "app", free_port()
-    first = App(baked_project, remote_dir, port, {
-        "REMOTE_HOST": sshd_host.host_alias, "SSH_OPTS": sshd_host.ssh_opts,
-        "PORT": str(port), "REMOTE_DIR": str(remote_dir),
-    })
+    first = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    remote_dir = first.dir
     wsgi = next(baked_project.glob("src/*/wsgi.py"))
     original = wsgi.read_text()
     try:
@@ -291,20 +178,16 @@ def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, ss
         took = time.monotonic() - started
     finally:
         wsgi.write_text(original)
-    try:
-        out = result.stdout + result.stderr
-        assert result.returncode != 0, out
-        assert "did not answer /healthz" in out and "RuntimeError: fails only in the real master" in out, out
-        assert took < 60, f"the dead master was waited on for {took:.0f}s"
-        assert not (remote_dir / "current").exists(), "current points at a release that cannot serve"
-        assert not first.lock.exists()
-        assert not any(f"{remote_dir}/releases/" in " ".join(_cmdline(pid)) for pid in _pids()), "a gunicorn lingers"
-        assert "refused" in first.make("releases").stdout
-        first.make("deploy")  # the fixed release goes through
-        assert first.healthz()["release"] == first.current
-    finally:
-        first.make("stop", check=False)
-        _stop_leftovers(remote_dir)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "did not answer /healthz" in out and "RuntimeError: fails only in the real master" in out, out
+    assert took < 60, f"the dead master was waited on for {took:.0f}s"
+    assert not (remote_dir / "current").exists(), "current points at a release that cannot serve"
+    assert not first.lock.exists()
+    assert not first.processes(), "a gunicorn lingers"
+    assert "refused" in first.make("releases").stdout
+    first.make("deploy")  # the fixed release goes through
+    assert first.healthz()["release"] == first.current()
 
 
 # --- the gunicorn behaviour the hand-over relies on ----------------------------------
@@ -312,15 +195,15 @@ def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, ss
 def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:
     old_master = int(app.pidfile.read_text())
     app.make("deploy")
-    release = os.path.realpath(app.remote_dir / "current")
+    release = os.path.realpath(app.dir / "current")
     master = int(app.pidfile.read_text())
     assert master != old_master
-    argv = _cmdline(master)
-    assert argv[:2] == [f"{release}/venv/bin/python", f"{release}/venv/bin/gunicorn"], (
-        f"the master (pid {master}) does not run the new release {release}: {argv}\n"
+    args = argv(master)
+    assert args[:2] == [f"{release}/venv/bin/python", f"{release}/venv/bin/gunicorn"], (
+        f"the master (pid {master}) does not run the new release {release}: {args}\n"
         "gunicorn's USR2 re-exec changed: check pre_exec in deploy/gunicorn.conf.py")
     assert os.readlink(f"/proc/{master}/cwd") == release
-    log = (app.remote_dir / "shared" / "log" / "gunicorn.log").read_text()
+    log = (app.dir / "shared" / "log" / "gunicorn.log").read_text()
     assert f"[{master}] [INFO] re-exec into {release}" in log, "pre_exec did not run in the new master"
     assert app.healthz()["release"] == os.path.basename(release)
 
@@ -342,39 +225,39 @@ def test_gunicorn_pin_master_reexecs_into_the_new_release(app: App) -> None:
 # --- interrupted deploys -------------------------------------------------------------
 
 def _wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    _wait_until(lambda: text in log.read_text(errors="replace") or proc.poll() is not None,
-                timeout, f"{text!r} in {log}")
+    wait_for(lambda: text in log.read_text(errors="replace") or proc.poll() is not None,
+             timeout, f"{text!r} in {log}", interval=0.02)
     assert text in log.read_text(errors="replace"), log.read_text(errors="replace")
 
 
 def _wait_for_unfinished(app: App, proc: subprocess.Popen[bytes], log: Path) -> None:
     def appeared() -> bool:
-        return proc.poll() is not None or any((app.remote_dir / "releases").glob("*/.unfinished"))
-    _wait_until(appeared, 180, "a release being installed (releases/*/.unfinished)", interval=0.005)
+        return proc.poll() is not None or any((app.dir / "releases").glob("*/.unfinished"))
+    wait_for(appeared, 180, "a release being installed (releases/*/.unfinished)", interval=0.005)
     assert proc.poll() is None, "make deploy ended before the install:\n" + log.read_text()
 
 
 def _host_script(app: App) -> int:
     """The pid of the host-side `sh <REMOTE_DIR>/remote.sh deploy …` (not its subshells)."""
-    script = f"{app.remote_dir}/remote.sh"
-    found = [pid for pid in _pids()
-             if (argv := _cmdline(pid))[:3] in (["sh", script, "deploy"], ["/bin/sh", script, "deploy"])]
-    top = [pid for pid in found if _ppid(pid) not in found]
+    script = f"{app.dir}/remote.sh"
+    found = [pid for pid in pids()
+             if argv(pid)[:3] in (["sh", script, "deploy"], ["/bin/sh", script, "deploy"])]
+    top = [pid for pid in found if ppid(pid) not in found]
     assert len(top) == 1, f"expected one host-side remote.sh deploy, found {top}"
     return top[0]
 
 
 def _next_deploy_succeeds(app: App) -> str:
-    before = app.current
+    before = app.current()
     result = app.make("deploy")
-    assert app.current != before
-    assert app.healthz()["release"] == app.current
+    assert app.current() != before
+    assert app.healthz()["release"] == app.current()
     assert not app.lock.exists()
     return result.stdout
 
 
 def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> None:
-    before, releases = app.current, app.releases()
+    before, releases = app.current(), app.releases()
     log = tmp_path / "deploy.log"
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
@@ -387,7 +270,7 @@ def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> 
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert not re.search(r"^\s*host: \d+ms", log.read_text(), re.M), "the host step ran"
-        assert app.current == before and app.releases() == releases
+        assert app.current() == before and app.releases() == releases
         assert not app.lock.exists()
         assert app.healthz()["release"] == before
     _assert_quiet(load, "interrupted local step")
@@ -395,7 +278,7 @@ def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> 
 
 
 def test_client_killed_mid_install_host_finishes_alone(app: App, tmp_path: Path) -> None:
-    before = app.current
+    before = app.current()
     log = tmp_path / "deploy.log"
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
@@ -407,22 +290,22 @@ def test_client_killed_mid_install_host_finishes_alone(app: App, tmp_path: Path)
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         # The host script ignores HUP and PIPE: it finishes the deploy (or cleans up) alone.
-        _wait_until(lambda: _lock_released(app), 180, "the host script to release the lock", 0.1)
+        wait_for(lambda: app.lock_released(), 180, "the host script to release the lock", 0.1)
         served = app.healthz()["release"]
         time.sleep(0.5)
     _assert_quiet(load, "deploy whose client was killed")
     print(f"client killed mid-install: the host {'finished the deploy' if served != before else 'cleaned up'}")
-    assert served == app.current
+    assert served == app.current()
     assert served in (before, *app.releases())
-    assert not any((app.remote_dir / "releases").glob("*/.unfinished")) or served == before
+    assert not any((app.dir / "releases").glob("*/.unfinished")) or served == before
     _next_deploy_succeeds(app)
 
 
 def _gunicorns(app: App) -> dict[int, list[str]]:
     """Every gunicorn process running from this app's releases: pid -> argv."""
-    prefix = f"{app.remote_dir}/releases/"
-    return {pid: argv for pid in _pids()
-            if (argv := _cmdline(pid)) and any(a.startswith(prefix) and "gunicorn" in a for a in argv)}
+    prefix = f"{app.dir}/releases/"
+    return {pid: args for pid in pids()
+            if (args := argv(pid)) and any(a.startswith(prefix) and "gunicorn" in a for a in args)}
 
 
 @pytest.mark.parametrize("window", ["install", "smoke", "handover"])
@@ -430,7 +313,7 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
     """SIGKILL the host script: mid-install (a release with .unfinished), mid-smoke-boot
     (its gunicorn wrote smoke.pid) or mid-hand-over (the USR2 master has written
     gunicorn.pid.2, the old one still runs)."""
-    before = app.current
+    before = app.current()
     log = tmp_path / "deploy.log"
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
@@ -439,7 +322,7 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
                 _wait_for_unfinished(app, proc, log)
             else:
                 marker = app.pidfile.with_name("gunicorn.pid.2" if window == "handover" else "smoke.pid")
-                _wait_until(lambda: marker.exists() or proc.poll() is not None, 180, str(marker), 0.005)
+                wait_for(lambda: marker.exists() or proc.poll() is not None, 180, str(marker), 0.005)
                 assert proc.poll() is None, f"make deploy ended before {marker} appeared:\n" + log.read_text()
             os.kill(_host_script(app), signal.SIGKILL)
             assert proc.wait(120) != 0, log.read_text()
@@ -449,12 +332,12 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
         # Killed between USR2 and TERM (the usual case), two masters now serve: the old one
         # and its child, the new master, which makes the old one ignore any later USR2.
         child = _read_pid(app.pidfile.with_name("gunicorn.pid.2"))
-        two_masters = window == "handover" and _alive(child) and _ppid(child) == _read_pid(app.pidfile)
+        two_masters = window == "handover" and alive(child) and ppid(child) == _read_pid(app.pidfile)
         assert app.lock.exists(), "a SIGKILLed host script cannot release its lock"
-        assert _lock_released(app), "the lock's holder should be dead"
+        assert app.lock_released(), "the lock's holder should be dead"
         answer = app.healthz()["release"]
         if window != "handover":
-            assert app.current == before and answer == before
+            assert app.current() == before and answer == before
         out = _next_deploy_succeeds(app)
         time.sleep(0.5)
     _assert_quiet(load, f"deploy whose host script was killed mid-{window}, and the next one")
@@ -462,7 +345,7 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
     if two_masters:
         assert "the new master of an unfinished hand-over" in out, out
     print(f"host script killed mid-{window}: {'two masters were left' if two_masters else 'one master'}")
-    assert not any((app.remote_dir / "releases").glob("*/.unfinished")), "the unfinished release was not pruned"
-    strays = {pid: argv for pid, argv in _gunicorns(app).items()
-              if not any(a.startswith(f"{app.remote_dir}/releases/{app.current}/") for a in argv)}
+    assert not any((app.dir / "releases").glob("*/.unfinished")), "the unfinished release was not pruned"
+    strays = {pid: args for pid, args in _gunicorns(app).items()
+              if not any(a.startswith(f"{app.dir}/releases/{app.current()}/") for a in args)}
     assert not strays, f"gunicorn processes of other releases still run: {strays}"

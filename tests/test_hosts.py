@@ -1,5 +1,5 @@
 """Several hosts, for real: rolling deploys (REMOTE_HOSTS, BATCH) to three network-namespace
-hosts, each with its own address, sshd and private deploy directory (tests/netns.py), and
+hosts, each with its own address, sshd and private deploy directory (harness/netns.py), and
 nginx from the distribution balancing across them with the file `make nginx-conf` writes.
 
 Root only (namespaces); skipped with the reason elsewhere (failed in CI). Traffic stays on loopback and on
@@ -9,90 +9,22 @@ and every process in them, also after a failure.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
-from conftest import make, missing
-from netns import NamespaceHosts, unavailable
-from sshd import free_port, python_host_env
-
-try:
-    from load import Load  # the shared bounded load generator (tests/load.py)
-except ImportError:  # pragma: no cover - a small stand-in with the same interface
-    import http.client
-    import threading
-
-    class Load:  # type: ignore[no-redef]
-        def __init__(self, port: int, threads: int = 8, path: str = "/healthz",
-                     max_seconds: float = 120.0, pause: float = 0.0) -> None:
-            self.port, self.threads, self.path, self.max_seconds = port, threads, path, max_seconds
-            self.pause = pause
-            self.ok = self.failed = 0
-            self.failures: list[tuple[float, str]] = []
-            self.releases_seen: set[str] = set()
-            self._stop = threading.Event()
-            self._lock = threading.Lock()
-            self._workers: list[threading.Thread] = []
-
-        def _one(self) -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", self.path, headers={"Connection": "close"})
-                response = conn.getresponse()
-                body = response.read()
-                error = None if response.status == 200 else f"HTTP {response.status}"
-            except (OSError, http.client.HTTPException) as exc:
-                error, body = repr(exc), b""
-            finally:
-                conn.close()
-            with self._lock:
-                if error:
-                    self.failed += 1
-                    self.failures.append((time.monotonic() - self.started, error))
-                else:
-                    self.ok += 1
-                    if self.path == "/healthz":
-                        self.releases_seen.add(json.loads(body).get("release"))
-
-        def _run(self) -> None:
-            deadline = self.started + self.max_seconds
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                self._one()
-                self._stop.wait(self.pause)
-
-        def __enter__(self) -> "Load":
-            self.started = time.monotonic()
-            self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
-            for worker in self._workers:
-                worker.start()
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self._stop.set()
-            for worker in self._workers:
-                worker.join(15)
-
-        def wait_for(self, ok: int, timeout: float = 30.0) -> None:
-            deadline = time.monotonic() + timeout
-            while self.ok < ok:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(self.summary())
-                time.sleep(0.02)
-
-        def summary(self) -> str:
-            return f"{self.ok} ok, {self.failed} failed, first failures {self.failures[:3]}"
+from conftest import missing
+from harness.app import Fleet, make, output, port_open, table, targets
+from harness.load import Load
+from harness.netns import NamespaceHosts, unavailable
+from harness.sshd import free_port, python_host_env
 
 
 PORT = 8000  # every host has a network of its own: the same port on each
-ROW = re.compile(r"^\s+(web\d)\s+(?P<target>\S+)\s+(\S+)\s+(\S+)\s+(.+?)\s+(\d+\.\d+s|-)$", re.M)
 WEB1_PYTHON = "3.12"  # web1's python3; web2 and web3 run this machine's
 TIMINGS: list[str] = []
 
@@ -115,58 +47,9 @@ def hosts(tmp_path_factory):
         print("\n" + "\n".join(TIMINGS))
 
 
-class Fleet:
-    def __init__(self, project: Path, hosts: NamespaceHosts) -> None:
-        self.project, self.hosts = project, hosts
-
-    @property
-    def vars(self) -> dict[str, str]:
-        return dict(REMOTE_HOSTS=self.hosts.aliases, SSH_OPTS=self.hosts.ssh_opts,
-                    REMOTE_DIR=str(self.hosts.remote_dir), PORT=str(PORT))
-
-    def make(self, *targets: str, check: bool = True, **overrides: str) -> subprocess.CompletedProcess[str]:
-        return make(self.project, *targets, check=check, **{**self.vars, **overrides})
-
-    def deploy(self, label: str, check: bool = True, **overrides: str):
-        started = time.monotonic()
-        result = self.make("deploy", check=check, **overrides)
-        wall = time.monotonic() - started
-        rows = table(result)
-        hosts = ", ".join(f"{name} {row[3]} {row[4]}" for name, row in rows.items())
-        TIMINGS.append(f"rollout ({label}): exit {result.returncode}, wall {wall:.1f}s; {hosts}")
-        print(TIMINGS[-1])
-        return result, rows, wall
-
-    def current(self, index: int) -> str:
-        """The release `current` points to in host INDEX's own deploy directory."""
-        link = self.hosts[index].dir / "current"
-        return Path(link.readlink()).name if link.is_symlink() else "none"
-
-    def serving(self, index: int) -> str:
-        return healthz(self.hosts[index].address)["release"]
-
-
-def healthz(address: str, port: int = PORT) -> dict:
-    with urllib.request.urlopen(f"http://{address}:{port}/healthz", timeout=5) as response:
-        return json.load(response)
-
-
-def table(result: subprocess.CompletedProcess[str]) -> dict[str, tuple[str, ...]]:
-    """The summary table's rows by host: (host, old, new, result, time); targets() has the rest."""
-    return {m.group(1): m.groups()[:1] + m.groups()[2:] for m in ROW.finditer(result.stdout)}
-
-
-def targets(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    return {m.group(1): m["target"] for m in ROW.finditer(result.stdout)}
-
-
-def output(result: subprocess.CompletedProcess[str]) -> str:
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def fleet(hosts, baked_project) -> Fleet:  # hosts first: skip before baking
-    return Fleet(baked_project, hosts)
+    return Fleet(baked_project, hosts, port=PORT, timings=TIMINGS)
 
 
 @pytest.fixture(scope="module")
@@ -356,10 +239,7 @@ http {{
     proc = subprocess.Popen(base, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        while not port_open(port):
             assert proc.poll() is None and time.monotonic() < deadline, (prefix / "error.log").read_text()
             time.sleep(0.05)
         yield port, snippet.read_text(), prefix / "access.log"

@@ -1,11 +1,10 @@
-"""Real tests of tests/sshd.py against OpenSSH (no mocks)."""
+"""Real tests of tests/harness/sshd.py against OpenSSH (no mocks)."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import missing  # noqa: E402
-from sshd import PrivateSshd, find_sshd  # noqa: E402
+from harness.app import port_open  # noqa: E402
+from harness.sshd import PrivateSshd, find_sshd  # noqa: E402
 
-SSHD_PY = Path(__file__).with_name("sshd.py")
+SSHD_PY = Path(__file__).parent / "harness" / "sshd.py"  # also a CLI: a plain script
 @pytest.fixture(autouse=True)
 def openssh() -> None:
     if find_sshd() is None or shutil.which("ssh") is None:
@@ -29,14 +29,6 @@ def sh(*cmd: str | Path, cwd: Path | None = None,
        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
                           timeout=30, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

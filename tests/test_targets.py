@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import bake, make
-from sshd import PrivateSshd, free_port, python_host_env
-from test_deploy import App, healthz, output, tree
+from harness.app import App, healthz, output, tree
+from harness.sshd import PrivateSshd, free_port, python_host_env
 
 HOST_PYTHONS = ["3.10", "3.12", "3.13"]
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from sshd import PrivateSshd, find_sshd
+from .sshd import PrivateSshd, find_sshd
 
 SUBNET = "10.213.0"
 GATEWAY = f"{SUBNET}.1"

@@ -3,7 +3,8 @@
     with PrivateSshd(tmp_path / "sshd") as host:
         subprocess.run(["ssh", *host.ssh_opts.split(), host.host_alias, "true"])
 
-CLI for demos: ``python tests/sshd.py start DIR`` / ``python tests/sshd.py stop DIR``.
+CLI for demos: ``python tests/harness/sshd.py start DIR`` / ``python tests/harness/sshd.py stop DIR``
+(stdlib only and no package imports, so it runs as a plain script).
 Set SSHD_BIN to use another sshd binary.
 """
 
@@ -87,7 +88,7 @@ class PrivateSshd:
     def __init__(self, base: Path, host_alias: str = "deploy-test-host", listen: str = "127.0.0.1",
                  prefix: list[str] | None = None, login_env: dict[str, str] | None = None) -> None:
         """listen: the address sshd binds; prefix: a command sshd runs under (e.g. `ip netns
-        exec NS ...`, see tests/netns.py), which must exec sshd so that its pid is sshd's;
+        exec NS ...`, see harness/netns.py), which must exec sshd so that its pid is sshd's;
         login_env: variables every login gets (authorized_keys `environment=`), e.g.
         PYENV_VERSION to give the host a python3 of another version (see python_host_env)."""
         self.base = Path(base).resolve()
@@ -213,7 +214,7 @@ class PrivateSshd:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print("usage: python tests/sshd.py start|stop DIR", file=sys.stderr)
+        print("usage: python tests/harness/sshd.py start|stop DIR", file=sys.stderr)
         return 64
     host = PrivateSshd(Path(argv[1]))
     host.stop()  # a start replaces a previous sshd in DIR
