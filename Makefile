@@ -8,6 +8,8 @@ DEMO := $(CURDIR)/build/demo
 DEMO_PROJECT := $(DEMO)/my-flask-app
 DEMO_PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (0: no workers, everything in this process).
+PYTEST_WORKERS ?= 2
 
 .PHONY: help venv test demo demo-stop bench clean
 
@@ -20,8 +22,11 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-test: venv ## run the template's tests (bakes, builds, deploys to a private sshd)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+# --dist loadfile: a test file runs whole on one worker, so its module fixtures are made once
+# and test_hosts.py's namespace hosts (one fixed subnet) never exist twice at a time. Session
+# fixtures (the baked project, the private sshd) are made once per worker.
+test: venv ## run the template's tests (bakes, builds, deploys to a private sshd), files in parallel
+	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: venv ## bake the example, test and pack it, deploy it to a private sshd on loopback
 	@$(PY) tests/harness/sshd.py start $(DEMO)/sshd >/dev/null
