@@ -1,0 +1,383 @@
+"""The app as a systemd service, on real Debian servers booted for the tests
+(tests/harness/systemd.py: debootstrap, systemd-nspawn --boot, ssh with host-key checking).
+
+bookworm (systemd 252, Python 3.11) as the ordinary user `deploy` with lingering (a user
+unit) and as root (a system unit running the app as an unprivileged account); trixie
+(systemd 257, Python 3.13: a host of another Python than this machine's) as `deploy`.
+Each server is booted once per module; tests run in file order and leave it serving.
+A host without systemd (the loopback sshd) keeps the detached daemon and says so.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import missing
+from harness.app import make, new_app, wait_for
+from harness.systemd import USER, SystemdServer, rootfs, unavailable
+
+PORT = 8000
+TIMINGS: list[str] = []
+
+
+def get(address: str, path: str = "/healthz", timeout: float = 2) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://{address}:{PORT}{path}", timeout=timeout) as response:
+        return response.status, response.read()
+
+
+class Served:
+    """The app deployed to one systemd server: make variables, and what to look at there."""
+
+    def __init__(self, project: Path, server: SystemdServer, user: str, remote_dir: str) -> None:
+        self.project, self.server, self.user, self.remote_dir = project, server, user, remote_dir
+        home = "/root" if user == "root" else f"/home/{user}"
+        absolute = remote_dir if remote_dir.startswith("/") else f"{home}/{remote_dir}"
+        self.dir = server.root / absolute.lstrip("/")  # the guest's files, seen from here
+
+    @property
+    def vars(self) -> dict[str, str]:
+        return dict(REMOTE_HOST=self.server.alias, REMOTE_USER=self.user, SSH_OPTS=self.server.ssh_opts,
+                    REMOTE_DIR=self.remote_dir, PORT=str(PORT))
+
+    def make(self, *targets: str, check: bool = True, **overrides: str):
+        return make(self.project, *targets, check=check, **{**self.vars, **overrides})
+
+    def ssh(self, command: str, check: bool = True):
+        return self.server.ssh(command, user=self.user, check=check)
+
+    def systemctl(self, args: str) -> str:
+        scope = "" if self.user == "root" else "--user "
+        return self.ssh(f"systemctl {scope}{args}", check=False).stdout.strip()
+
+    @property
+    def unit(self) -> str:
+        (unit,) = re.findall(r"^service: (\S+\.service) ", self.make("status", check=False).stdout, re.M)
+        return unit
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        text = self.systemctl(f"show {unit} " + " ".join(f"-p {p}" for p in props))
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def pid(self) -> int:
+        return int((self.dir / "shared/run/gunicorn.pid").read_text())
+
+    def current(self) -> str:
+        return Path((self.dir / "current").readlink()).name
+
+    def release(self, timeout: float = 2) -> str:
+        import json
+        return json.loads(get(self.server.address, timeout=timeout)[1])["release"]
+
+    def wait_serving(self, seconds: float, release: str | None = None) -> float:
+        """Seconds until /healthz answers (with `release`, if given)."""
+        started = time.monotonic()
+        while True:
+            try:
+                if release is None or self.release(timeout=1) == release:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            assert time.monotonic() - started < seconds, f"not serving within {seconds}s"
+            time.sleep(0.05)
+
+    def uids(self) -> set[int]:
+        """The uids of the master and its workers."""
+        out = self.ssh(f"pid=$(cat {self.guest_dir}/shared/run/gunicorn.pid); "
+                       "for p in $pid $(cat /proc/$pid/task/*/children); do sed -n 's/^Uid:\\s*//p' /proc/$p/status; done").stdout
+        return {int(line.split()[0]) for line in out.splitlines() if line.strip()}
+
+    @property
+    def guest_dir(self) -> str:
+        return "/" + str(self.dir.relative_to(self.server.root))
+
+
+class LoadOn:
+    """Bounded load on one address: new connection per request, counts answers and failures."""
+
+    def __init__(self, address: str, path: str = "/healthz", threads: int = 6, max_seconds: float = 120) -> None:
+        self.address, self.path, self.threads, self.max_seconds = address, path, threads, max_seconds
+        self.ok = self.failed = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                status, _ = get(self.address, self.path, timeout=10)
+                good = status == 200
+                error = "" if good else f"HTTP {status}"
+            except OSError as exc:
+                good, error = False, str(exc)
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    if len(self.failures) < 20:
+                        self.failures.append(error)
+
+    def __enter__(self) -> LoadOn:
+        for worker in self._workers:
+            worker.start()
+        deadline = time.monotonic() + 30
+        while self.ok < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(15)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    reason = unavailable()
+    if reason:
+        missing(f"systemd servers: {reason}")
+    base = tmp_path_factory.mktemp("servers")
+    booted: dict[str, SystemdServer] = {}
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:  # a new machine debootstraps both suites at once
+        list(pool.map(rootfs, ["bookworm", "trixie"]))
+    TIMINGS.append(f"rootfs of bookworm and trixie (cached after the first run): {time.monotonic() - started:.1f}s")
+    try:
+        for index, (name, suite) in enumerate([("bookworm", "bookworm"), ("trixie", "trixie")], start=1):
+            started = time.monotonic()
+            booted[name] = SystemdServer(base, name, index, suite).start()
+            TIMINGS.append(f"{name}: first boot to ssh {time.monotonic() - started:.1f}s")
+        yield booted
+    finally:
+        for server in booted.values():
+            server.stop()
+        print("\n" + "\n".join(TIMINGS))
+
+
+@pytest.fixture(scope="module")
+def as_user(servers, baked_project) -> Served:
+    served = Served(baked_project, servers["bookworm"], USER, "apps/my-flask-app")
+    result = served.make("deploy")
+    assert "not a systemd service" not in result.stdout, result.stdout
+    return served
+
+
+# --- an ordinary user: a user unit with lingering ---------------------------------------------
+
+
+def test_deploy_runs_the_master_inside_a_user_unit(as_user):
+    app = as_user
+    status = app.make("status").stdout
+    unit = app.unit
+    assert re.fullmatch(r"my-flask-app-prod-[0-9a-f]{8}\.service", unit), status
+    assert f"service: {unit} (user unit, enabled, active, main pid {app.pid()})" in status
+    assert (app.server.root / f"home/{USER}/.config/systemd/user" / unit).is_file()
+    cgroup = app.ssh(f"cat /proc/{app.pid()}/cgroup").stdout
+    assert f"/user@1000.service/app.slice/{unit}" in cgroup, cgroup
+    assert app.release() == app.current()
+    # the unit changes only when its text does: no second "wrote", no needless daemon-reload
+    again = app.make("deploy").stdout
+    assert "wrote " not in again and app.release() == app.current()
+
+
+def test_after_kill_9_of_the_master_it_serves_again_within_10s(as_user):
+    app = as_user
+    release, master = app.current(), app.pid()
+    started = time.monotonic()
+    app.ssh(f"kill -9 {master}")
+    # the dead master's workers may answer a moment longer: wait for the unit's new master
+    while app.show(app.unit, "MainPID", "ActiveState") in ({"MainPID": str(master), "ActiveState": "active"},) \
+            or app.show(app.unit, "ActiveState")["ActiveState"] != "active":
+        assert time.monotonic() - started < 10, app.show(app.unit, "MainPID", "ActiveState")
+        time.sleep(0.05)
+    app.wait_serving(10, release)
+    TIMINGS.append(f"kill -9 of the master to serving from a new one: {time.monotonic() - started:.1f}s")
+    assert time.monotonic() - started < 10
+    shown = app.show(app.unit, "NRestarts", "MainPID", "ActiveState")
+    assert shown["ActiveState"] == "active" and int(shown["NRestarts"]) >= 1, shown
+    assert int(shown["MainPID"]) == app.pid() != master
+
+
+def test_after_a_reboot_it_serves_the_same_release_with_no_make(as_user):
+    app = as_user
+    release = app.current()
+    started = time.monotonic()
+    to_ssh = app.server.reboot()
+    app.wait_serving(10 + to_ssh, release)
+    TIMINGS.append(f"reboot to serving: {time.monotonic() - started:.1f}s (ssh after {to_ssh:.1f}s)")
+    assert time.monotonic() - started - to_ssh < 10
+
+
+def test_a_redeploy_under_load_fails_no_request_and_the_unit_follows(as_user):
+    app = as_user
+    old = app.current()
+    with LoadOn(app.server.address) as load:
+        result = app.make("deploy")
+        time.sleep(1)
+    assert load.failed == 0, (load.failures, result.stdout)
+    new = app.current()
+    assert new != old and app.release() == new
+    shown = app.show(app.unit, "MainPID", "ActiveState")
+    assert shown["ActiveState"] == "active" and int(shown["MainPID"]) == app.pid(), shown
+    assert f"/releases/{new}/venv/bin/gunicorn" in app.ssh(f"tr '\\0' ' ' </proc/{app.pid()}/cmdline").stdout
+    TIMINGS.append(f"redeploy under load on {app.server.name}: {load.ok} ok, {load.failed} failed")
+
+
+def test_rollback_goes_through_the_unit(as_user):
+    app = as_user
+    was = app.current()
+    result = app.make("rollback")
+    assert "rolled back" in result.stdout
+    now = app.current()
+    assert now != was and app.release() == now
+    shown = app.show(app.unit, "MainPID", "ActiveState")
+    assert shown["ActiveState"] == "active" and int(shown["MainPID"]) == app.pid()
+
+
+def test_a_stopped_app_stays_stopped_across_a_reboot_until_make_start(as_user):
+    app = as_user
+    release = app.current()
+    app.make("stop")
+    assert app.systemctl(f"is-enabled {app.unit}") == "disabled"
+    app.server.reboot()
+    time.sleep(3)  # long enough for an enabled unit to have come back (it takes about 1 s)
+    with pytest.raises(OSError):
+        get(app.server.address, timeout=1)
+    assert app.systemctl(f"is-active {app.unit}") == "inactive"
+    start = app.make("start")
+    assert f"started release {release}" in start.stdout
+    assert app.systemctl(f"is-enabled {app.unit}") == "enabled"
+    assert app.release() == release
+
+
+def test_logs_rotate_under_load_without_losing_a_line(as_user):
+    """Rotate access.log several times while requests flow: every answered request is a line."""
+    app = as_user
+    log = app.dir / "shared/log"
+    marker = f"/?rotation={int(time.time())}"
+    app.make("restart", LOG_MAX_KB="1")  # the unit now rotates past 1 KiB
+    with LoadOn(app.server.address, path=marker, threads=4, max_seconds=60) as load:
+        for _ in range(5):
+            time.sleep(0.6)
+            app.systemctl(f"start {app.unit.replace('.service', '-logs.service')}")
+    app.make("restart")  # back to the default cap
+    assert load.failed == 0, load.failures
+    files = sorted(log.glob("access.log*"))
+    assert len(files) >= 3, files  # rotated, more than once
+    lines = sum(path.read_text(errors="replace").count(marker) for path in files)
+    assert lines == load.ok, (lines, load.ok, [p.name for p in files])
+
+
+def test_make_logs_follows_with_follow_1(as_user):
+    import subprocess
+    app = as_user
+    command = ["make", "--no-print-directory", "logs", "FOLLOW=1", "LINES=1",
+               *(f"{k}={v}" for k, v in app.vars.items())]
+    follower = subprocess.Popen(command, cwd=app.project, stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        time.sleep(1.5)
+        app.make("restart")  # writes new lines to gunicorn.log
+        time.sleep(1)
+    finally:
+        os.killpg(follower.pid, signal.SIGTERM)  # make and its ssh: Ctrl-C, as a user would
+        out, _ = follower.communicate(timeout=10)
+    assert "Handling signal: usr2" in out and "re-exec into" in out, out
+    # the remote tail ended with the connection
+    assert wait_for(lambda: "tail -n 1 -F" not in app.ssh("ps -eo args", check=False).stdout, 10, "tail to end")
+
+
+def test_check_host_reports_what_the_host_has(as_user):
+    report = as_user.make("check-host").stdout
+    assert re.search(r"^python: Python 3\.11\.\d+ \(python3\), venv: ok$", report, re.M), report
+    assert re.search(r"^systemd: yes \(systemd 252\), user unit, lingering: on$", report, re.M), report
+    assert re.search(r"^disk: \d+ MiB free in ", report, re.M), report
+    assert re.search(rf"^port {PORT}: in use by this app", report, re.M), report
+
+
+# --- root: a system unit that runs the app as an unprivileged account ---------------------------
+
+
+@pytest.fixture(scope="module")
+def as_root(servers, baked_project) -> Served:
+    served = Served(baked_project, servers["bookworm"], "root", "/srv/my-flask-app")
+    result = served.make("deploy", PORT=str(PORT + 1))
+    assert "created the system account my-flask-app" in result.stdout, result.stdout
+    return served
+
+
+def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root):
+    app = as_root
+    status = app.make("status", PORT=str(PORT + 1)).stdout
+    assert re.search(r"^service: my-flask-app-prod-[0-9a-f]{8}\.service \(system unit, enabled, active, main pid \d+\)", status, re.M), status
+    uids = app.uids()
+    assert uids and 0 not in uids, uids
+    pid = app.pid()
+    as_app = f"nsenter -t {pid} -m -S $(stat -c %u /proc/{pid}) -G $(stat -c %g /proc/{pid}) --"
+    assert app.ssh(f"{as_app} touch {app.guest_dir}/shared/ok").returncode == 0
+    for where in (f"{app.guest_dir}/releases/x", f"{app.guest_dir}/current/x", "/etc/x", "/root/x"):
+        denied = app.ssh(f"{as_app} touch {where}", check=False)
+        assert denied.returncode != 0, where
+    app.make("stop", PORT=str(PORT + 1))
+
+
+# --- trixie: systemd 257 and Python 3.13 -----------------------------------------------------------
+
+
+def test_trixie_serves_a_release_for_its_python_and_after_a_reboot(servers, baked_project):
+    app = Served(baked_project, servers["trixie"], USER, "apps/my-flask-app")
+    result = app.make("deploy")
+    assert re.search(r"for cp313-manylinux_2_\d+_x86_64$", result.stdout, re.M), result.stdout
+    assert app.release() == app.current()
+    assert "user unit" in app.make("status").stdout
+    release = app.current()
+    started = time.monotonic()
+    to_ssh = app.server.reboot()
+    app.wait_serving(10 + to_ssh, release)
+    TIMINGS.append(f"trixie reboot to serving: {time.monotonic() - started:.1f}s")
+    with LoadOn(app.server.address) as load:
+        app.make("deploy")
+    assert load.failed == 0, load.failures
+    shown = app.show(app.unit, "MainPID", "ActiveState")
+    assert shown["ActiveState"] == "active" and int(shown["MainPID"]) == app.pid()
+
+
+# --- no systemd: the detached daemon, and the one-line notice ---------------------------------------
+
+
+def test_a_host_without_systemd_keeps_the_daemon_and_says_so_once(baked_project, sshd_host, tmp_path_factory, request):
+    app = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    result = app.deploy()
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: the app runs as a detached gunicorn, not a systemd service: "
+                     f"{notes[0].split(': ', 2)[2].split(';')[0]}; nothing restarts it after a crash or reboot"], notes
+    assert "does not run systemd" in notes[0]
+    if __import__("os").geteuid() == 0:
+        assert "warning: the app runs as root" in result.stdout
+    assert "service: none, a detached gunicorn" in app.make("status").stdout
+    report = app.make("check-host").stdout
+    assert "systemd: no" in report, report
+
+
+def test_without_lingering_a_user_gets_the_daemon_and_the_command_that_fixes_it(servers, baked_project):
+    """An ordinary user who may not turn lingering on (no polkit here): the detached daemon."""
+    server = servers["bookworm"]
+    server.ssh("id late >/dev/null 2>&1 || useradd -m -s /bin/bash late; "
+               "install -d -o late -g late -m 700 /home/late/.ssh; "
+               "install -o late -g late -m 600 /root/.ssh/authorized_keys /home/late/.ssh/")
+    app = Served(baked_project, server, "late", "apps/my-flask-app")
+    result = app.make("deploy", PORT=str(PORT + 2))
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and "lingering is off for late" in notes[0], result.stdout
+    assert "sudo loginctl enable-linger late" in notes[0]
+    assert "service: none, a detached gunicorn" in app.make("status", PORT=str(PORT + 2)).stdout
+    app.make("stop", PORT=str(PORT + 2))
