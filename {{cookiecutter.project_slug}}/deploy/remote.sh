@@ -15,6 +15,7 @@
 set -eu
 
 DIST='{{ cookiecutter.project_slug }}'
+PACKAGE='{{ cookiecutter.package_name }}'
 VARS='{{ cookiecutter.package_name | upper }}'   # prefix of the app's environment variables
 APP_ENV=${APP_ENV:-prod}
 KEEP_RELEASES=${KEEP_RELEASES:-5}
@@ -27,9 +28,13 @@ LOG_KEEP=${LOG_KEEP:-5}
 # The commands, a function each (cmd_<name>, but smoke_boot and activate). HOST_COMMANDS is
 # the one list of those run by a make target of the same name: the Makefile and
 # deploy/rollout.py read this line (keep it one line), and `make help` the `##` comment
-# on each one's function. install, deploy and probe run under make copy, deploy and reach.
-HOST_COMMANDS='start stop restart rollback status logs releases unlock'
-COMMANDS="install deploy probe check_host $HOST_COMMANDS prune smoke_boot activate exec_master rotate_logs"
+# on each one's function. install, deploy and probe run under make copy, deploy and reach;
+# rollback, exec, shell and the config ones have make targets of their own (the Makefile's
+# post-deploy hook, a command or a value to pass).
+HOST_COMMANDS='start stop restart status logs releases unlock history'
+COMMANDS="install deploy rollback probe check_host exec shell config_set config_unset config_show noop $HOST_COMMANDS prune smoke_boot activate exec_master rotate_logs"
+# The commands that change what runs: each appends one line to shared/deploys.log.
+RECORDED=" deploy rollback restart stop start config_set config_unset "
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -141,7 +146,8 @@ lock() {
 
 unlock_if_held() { if [ "${LOCKED:-0}" = 1 ]; then rm -rf "$LOCK"; LOCKED=0; fi; }
 
-# On any exit: a switched-but-unhealthy release is switched back, the lock released.
+# On any exit: a switched-but-unhealthy release is switched back, the history written,
+# the lock released.
 on_exit() {
     status=$?
     if [ "${SWITCHED_FROM:-}" ]; then
@@ -151,8 +157,20 @@ on_exit() {
         say "now serving: $(current_id)"
     fi
     if [ -n "${SMOKE_PID:-}" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; fi
+    if [ -n "${HISTORY_WHAT:-}" ]; then record_history "$status"; fi
     unlock_if_held
     exit "$status"
+}
+
+# shared/deploys.log, append-only, one line per command that changes what runs:
+# UTC time, who, what, from release, to release, result, duration.
+record_history() {  # exit status
+    to=$( [ -L "$CURRENT" ] && current_id || echo none)
+    ms=$(( $(now_ms) - HISTORY_STARTED ))
+    line="$(date -u +%Y-%m-%dT%H:%M:%SZ) ${DEPLOY_WHO:-unknown} $HISTORY_WHAT $HISTORY_FROM $to"
+    line="$line $( [ "$1" = 0 ] && echo ok || echo failed) $((ms / 1000)).$(printf '%03d' $((ms % 1000)))s"
+    echo "$line" >>"$SHARED/deploys.log" 2>/dev/null || true
+    say "history: $line"
 }
 
 # --- install a release --------------------------------------------------------------
@@ -422,11 +440,29 @@ handover() {  # release id now current
     until master_pid >/dev/null || [ "$i" -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
 }
 
-# Smoke-boot, switch, hand over, confirm; on failure after the switch on_exit switches back.
-activate() {  # release id
+# The release's [deploy] release_command (migrations, say), in its venv and directory with
+# the target's config, after the smoke boot and before the switch, under the lock. A
+# rollout runs it on its first host only (SKIP_RELEASE_COMMAND on the others).
+release_command() {  # release id
+    dir=$RELEASES/$1
+    command=$(cd "$dir" && "$dir/venv/bin/python" -m "$PACKAGE.config" get "$APP_ENV" deploy release_command) ||
+        die "cannot read [deploy] release_command of $1"
+    [ -n "$command" ] || return 0
+    if [ -n "${SKIP_RELEASE_COMMAND:-}" ]; then say "  release_command: not here (it ran on the first host)"; return 0; fi
+    say "  release_command: $command"
+    if ! (cd "$dir" && PATH="$dir/venv/bin:$PATH" $AS_APP sh -c "$command"); then
+        : >"$dir/.refused"
+        die "the release command ($command) failed for $1: nothing was switched, and what ran before runs unchanged"
+    fi
+}
+
+# Smoke-boot, [release command,] switch, hand over, confirm; on failure after the switch
+# on_exit switches back.
+activate() {  # release-id [release_command]
     ensure_app_user
     if [ "$SERVICE" != daemon ]; then write_unit; fi  # settings may have changed
     step smoke_boot smoke_boot "$1"
+    if [ "${2:-}" = release_command ]; then step release_command release_command "$1"; fi
     SWITCHED_FROM=
     [ -L "$CURRENT" ] && SWITCHED_FROM=$(current_id)
     step switch switch_to "$1"
@@ -585,7 +621,7 @@ cmd_deploy() {  # tarball sha256
     lock "$1"
     step install install_release "$1" "$2"
     ensure_local_ini
-    activate "$RELEASE_ID"
+    activate "$RELEASE_ID" release_command
     step prune cmd_prune
     say "deployed $RELEASE_ID: serving on port $PORT"
 }
@@ -617,6 +653,10 @@ cmd_stop() {  ## stop gracefully (TERM, then KILL after the timeout); under syst
 cmd_restart() {  ## hand over to a fresh master without dropping a request (a plain start when stopped)
     [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"
     lock restart
+    restart_current
+}
+
+restart_current() {  # a hand-over to a fresh master of current (a start when it is stopped)
     if master_pid >/dev/null; then
         use_running_port
         if [ "$SERVICE" != daemon ]; then write_unit; fi  # settings may have changed
@@ -626,7 +666,7 @@ cmd_restart() {  ## hand over to a fresh master without dropping a request (a pl
     fi
 }
 
-cmd_rollback() {  ## make the previous release current and serving, health-checked
+cmd_rollback() {  # make rollback: the previous release current and serving, health-checked
     [ -L "$CURRENT" ] || die "no release is current on this host yet: nothing to roll back"
     check_port
     lock rollback
@@ -672,6 +712,60 @@ cmd_releases() {  ## list the releases on the host, marking current
         [ -e "$dir.refused" ] && say "  $(basename "$dir") (refused: failed to boot, removed by the next deploy)"
     done
     return 0
+}
+
+cmd_history() {  ## the last LINES deploys, rollbacks, restarts, stops and starts on the host
+    if [ ! -s "$SHARED/deploys.log" ]; then say "no history yet in $SHARED/deploys.log"; return 0; fi
+    say "time                 who  what  from  to  result  duration"
+    tail -n "${LINES:-20}" "$SHARED/deploys.log"
+}
+
+need_current() { [ -L "$CURRENT" ] || die "no release is current on this host yet: run make deploy first"; }
+
+cmd_exec() {  # make exec: base64 of a shell command, run in current with the app's config
+    need_current
+    command=$(printf '%s' "${1:-}" | base64 -d 2>/dev/null) && [ -n "$command" ] || die "usage: remote.sh exec BASE64-COMMAND"
+    dir=$(current_dir)
+    cd "$dir"
+    PATH=$dir/venv/bin:$PATH
+    export PATH
+    status=0
+    $AS_APP sh -c "$command" || status=$?
+    if [ "$status" != 0 ]; then say "error: the command exited with status $status" >&2; fi
+    exit "$status"
+}
+
+cmd_shell() {  # make shell: flask shell in current, with the app and its config loaded
+    need_current
+    dir=$(current_dir)
+    cd "$dir"
+    PATH=$dir/venv/bin:$PATH
+    export PATH
+    trap - EXIT HUP PIPE INT TERM  # the terminal's signals reach the shell
+    exec $AS_APP "$dir/venv/bin/flask" --app "$PACKAGE:create_app()" shell
+}
+
+cmd_noop() { :; }  # make shell and config-set send this script first, then run it with a terminal or a value
+
+# config-set, config-unset: edit shared/local.ini through the app's own schema check
+# (the value comes on stdin, never on a command line), then hand over to a fresh master.
+edit_local() {  # config-set|config-unset section.key
+    need_current
+    [ -n "${2:-}" ] || die "usage: make $1 SETTING=section.key"
+    lock "$1"
+    ensure_local_ini
+    dir=$(current_dir)
+    (cd "$dir" && $AS_APP "$dir/venv/bin/$PACKAGE" "$1" "$2" --env "$APP_ENV" --local "$SHARED/local.ini") || exit 1
+    ensure_app_user
+    if master_pid >/dev/null; then restart_current; fi
+}
+cmd_config_set() { edit_local config-set "$@"; }
+cmd_config_unset() { edit_local config-unset "$@" </dev/null; }
+
+cmd_config_show() {  # make config-show: the effective config on the host, secrets masked
+    need_current
+    dir=$(current_dir)
+    cd "$dir" && exec $AS_APP "$dir/venv/bin/$PACKAGE" config-show --env "$APP_ENV" --local "$SHARED/local.ini"
 }
 
 cmd_check_host() {  # make check-host: what the host has, one line each
@@ -727,8 +821,13 @@ main() {
     known=
     for name in $COMMANDS; do [ "$name" != "$command" ] || known=1; done
     [ -n "$known" ] || die "unknown command '$command' ($COMMANDS)"
+    case $RECORDED in *" $command "*)
+        HISTORY_WHAT=$command HISTORY_STARTED=$(now_ms)
+        HISTORY_FROM=$( [ -L "$CURRENT" ] && current_id || echo none) ;;
+    esac
     case $command in
         install | deploy) [ $# -eq 2 ] || die "usage: remote.sh $command TARBALL SHA256"; "cmd_$command" "$@" ;;
+        exec | config_set | config_unset) "cmd_$command" "$@" ;;
         smoke_boot | activate) lock "$command"; "$command" "$@" ;;
         *) "cmd_$command" ;;
     esac

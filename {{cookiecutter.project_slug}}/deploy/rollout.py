@@ -41,7 +41,8 @@ def host_commands(remote_sh: Path = Path(__file__).resolve().with_name("remote.s
 
 
 HOST_COMMANDS = host_commands()
-COMMANDS = ("deploy", "copy", *HOST_COMMANDS, "nginx-conf")
+COMMANDS = ("deploy", "copy", "rollback", *HOST_COMMANDS, "exec", "config-show", "nginx-conf")
+HOOK = Path("deploy/hooks/post-deploy")
 PACKED = Path("build/rollout-packed.txt")  # what `make pack` packed for the rollout's targets
 CURRENT = re.compile(r"^\* (\S+) \(current\)", re.M)
 MAKE_NOISE = re.compile(r"^g?make(\[\d+\])?: \*\*\* ")  # the sub-make's own "Error 1"
@@ -75,8 +76,8 @@ class Make:
             quiet: bool = False, **variables: str) -> tuple[int, str]:
         """Run `make TARGET VAR=…` (for HOST), streaming its output (prefixed) unless quiet."""
         args = [*self.command, "-s", "--no-print-directory", target, *(f"{k}={v}" for k, v in variables.items())]
-        if host is not None:
-            args += [f"REMOTE_HOST={host}", "REMOTE_HOSTS="]
+        if host is not None:  # the rollout runs the post-deploy hook once, for every host
+            args += [f"REMOTE_HOST={host}", "REMOTE_HOSTS=", "NO_POST_DEPLOY=1"]
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, text=True, bufsize=1)
         lines = []
@@ -171,7 +172,25 @@ def pack_for_hosts(make: Make, hosts: list[Host]) -> bool:
     return True
 
 
-def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
+def post_deploy(hosts: list[Host], code: int) -> None:
+    """deploy/hooks/post-deploy, if there, once per rollout or rollback, ok or not."""
+    if not (HOOK.is_file() and os.access(HOOK, os.X_OK)):
+        return
+    releases = sorted({h.new for h in hosts if h.new not in ("?", "none")})
+    env = {**os.environ, "RELEASE": " ".join(releases), "RESULT": "ok" if code == 0 else "failed",
+           "HOSTS": " ".join(h.name for h in hosts), "APP_ENV": os.environ.get("APP_ENV", "prod")}
+    status = subprocess.run([str(HOOK)], env=env).returncode
+    if status != 0:
+        say(f"warning: {HOOK} failed (exit {status}); the rollout's own result stands", err=True)
+
+
+def deploy(make: Make, hosts: list[Host], batch: int, what: str, release_command: bool = False) -> int:
+    code = rollout(make, hosts, batch, what, release_command)
+    post_deploy(hosts, code)
+    return code
+
+
+def rollout(make: Make, hosts: list[Host], batch: int, what: str, release_command: bool) -> int:
     say(f"==> {what}: {len(hosts)} hosts ({' '.join(h.name for h in hosts)}), {batch} at a time")
     if not where_they_stand(make, hosts):
         say("error: not every host can be reached; nothing was changed", err=True)
@@ -185,7 +204,9 @@ def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
     def one(host: Host) -> None:
         host.result = "deploying"
         started = time.monotonic()
-        code, out = make.run("host-deploy", host.name, prefix=f"  [{host.name}] ", RELEASE=host.release)
+        # The release command (migrations) runs once, on the first host, before any switches.
+        skip = {"SKIP_RELEASE_COMMAND": "1"} if host is not hosts[0] else {}
+        code, out = make.run("host-deploy", host.name, prefix=f"  [{host.name}] ", RELEASE=host.release, **skip)
         host.seconds = time.monotonic() - started
         reached, now = make.current(host.name)
         host.new = now if reached else f"? ({now})"
@@ -197,9 +218,11 @@ def deploy(make: Make, hosts: list[Host], batch: int, what: str) -> int:
 
     started = time.monotonic()
     failed: list[Host] = []
+    # With a release command the first host goes alone: it must finish before another switches.
+    groups = [hosts[:1], *[hosts[i:i + batch] for i in range(1, len(hosts), batch)]] if release_command \
+        else [hosts[i:i + batch] for i in range(0, len(hosts), batch)]
     try:
-        for first in range(0, len(hosts), batch):
-            group = hosts[first:first + batch]
+        for group in groups:
             with ThreadPoolExecutor(max_workers=len(group)) as pool:
                 list(pool.map(one, group))
             failed = [h for h in group if h.result != "deployed"]
@@ -311,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", default="1", help="BATCH: how many hosts deploy at once")
     parser.add_argument("--make", default=os.environ.get("MAKE", "make"))
     parser.add_argument("--what", default="deploy", help="the headline of a deploy")
+    parser.add_argument("--release-command", choices=("yes", "no"), default="no",
+                        help="whether [deploy] release_command is set (the first host then deploys alone)")
     nginx = parser.add_argument_group("nginx-conf")
     nginx.add_argument("--out", default="build/nginx/app.conf")
     nginx.add_argument("--name", default="app")
@@ -338,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     hosts = [Host(name) for name in names]
     if args.command == "deploy":
-        return deploy(make, hosts, int(args.batch), args.what)
+        return deploy(make, hosts, int(args.batch), args.what, args.release_command == "yes")
     if args.command == "rollback":
-        return rollback(make, hosts)
+        code = rollback(make, hosts)
+        post_deploy(hosts, code)
+        return code
     if args.command == "nginx-conf":
         return write_nginx_conf(make, hosts, args)
     if args.command == "copy":

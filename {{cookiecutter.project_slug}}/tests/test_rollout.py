@@ -222,11 +222,12 @@ def test_summary_table_columns():
 
 def test_host_commands_are_remote_sh_ones():
     remote_sh = (DEPLOY / "remote.sh").read_text()
-    assert rollout.HOST_COMMANDS and "rollback" in rollout.HOST_COMMANDS
+    assert rollout.HOST_COMMANDS and "status" in rollout.HOST_COMMANDS
     for command in rollout.HOST_COMMANDS:
         assert re.search("^cmd_" + command + r"\(\) [{] *## ", remote_sh, re.M), command
         assert command in rollout.COMMANDS
-    assert {"deploy", "copy", "nginx-conf"} <= set(rollout.COMMANDS)
+    # with targets of their own in the Makefile (a hook to run, a command to pass)
+    assert {"deploy", "copy", "rollback", "exec", "config-show", "nginx-conf"} <= set(rollout.COMMANDS)
 
 
 # --- nginx_conf ---------------------------------------------------------------------------

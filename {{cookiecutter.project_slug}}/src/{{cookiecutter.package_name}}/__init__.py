@@ -40,6 +40,7 @@ def create_app(env: str | None = None) -> Flask:
         APP_ENV=env,
         DEBUG=config["app"]["debug"],
         SECRET_KEY=config["app"]["secret_key"],
+        MESSAGE=config["app"]["message"],
         RELEASE_ID=release_id(),
         VERSION=__version__,
         PROJECT_NAME={{ cookiecutter.project_name | pystr }},

@@ -1,11 +1,16 @@
-"""Command line: `{{ cookiecutter.package_name }} check-config [--env ENV]`."""
+"""Command line: `{{ cookiecutter.package_name }} check-config [--env ENV]`, and config-set, config-unset and
+config-show, which remote.sh runs on a host to edit and show its host-local file."""
 from __future__ import annotations
 
 import argparse
+import configparser
+import os
 import sys
 from pathlib import Path
 
-from .config import ENVIRONMENTS, ConfigError, load_config, runtime_errors
+from .config import ENVIRONMENTS, SCHEMA, ConfigError, is_secret, load_config, runtime_errors
+
+LOCAL_HEADER = "# Host-local settings, never overwritten by a deploy (make config-set / config-unset).\n"
 
 
 def check_config(envs: list[str], config_dir: Path | None, local_file: Path | None, runtime: bool) -> int:
@@ -26,6 +31,83 @@ def check_config(envs: list[str], config_dir: Path | None, local_file: Path | No
     return 1 if failed else 0
 
 
+def parse_setting(setting: str) -> tuple[str, str]:
+    section, _, key = setting.partition(".")
+    if section not in SCHEMA:
+        raise SystemExit(f"error: unknown setting {setting!r}: give SETTING=section.key, sections: {', '.join(SCHEMA)}")
+    if key not in SCHEMA[section]:
+        raise SystemExit(f"error: unknown setting {setting!r}: [{section}] has {', '.join(SCHEMA[section])}")
+    return section, key
+
+
+def edit_local(env: str, local: Path, section: str, key: str, value: str | None) -> int:
+    """Set (or, with None, remove) one value in the host-local file: the merged config is
+    checked first, and the file replaced atomically, mode 0600. The value is never printed."""
+    parser = configparser.ConfigParser(interpolation=None)
+    if local.exists():
+        parser.read(local, encoding="utf-8")
+    if value is None:
+        if not parser.has_option(section, key):
+            print(f"[{section}] {key} is not set in {local}: nothing to do")
+            return 0
+        parser.remove_option(section, key)
+        if not parser.options(section):
+            parser.remove_section(section)
+    else:
+        if not parser.has_section(section):
+            parser.add_section(section)
+        parser.set(section, key, value.replace("%", "%%"))  # the loader interpolates %(...)s
+    tmp = local.with_name(f".{local.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(LOCAL_HEADER)
+        parser.write(handle)
+    try:
+        config = load_config(env, local_file=tmp)
+        problems = runtime_errors(config)
+    except ConfigError as exc:
+        problems = exc.errors
+    if problems:
+        tmp.unlink()
+        print(f"error: refused: with that change the {env} config would be invalid; {local} is unchanged:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem.replace(tmp.name, local.name)}", file=sys.stderr)
+        return 2
+    os.replace(tmp, local)
+    print(f"{'set' if value is not None else 'removed'} [{section}] {key} in {local}")
+    return 0
+
+
+def config_set(args: argparse.Namespace) -> int:
+    section, key = parse_setting(args.setting)
+    value = sys.stdin.read()
+    value = value[:-1] if value.endswith("\n") else value
+    value = value[:-1] if value.endswith("\r") else value
+    if "\n" in value or "\r" in value:
+        raise SystemExit(f"error: the value for {args.setting} must be one line")
+    try:  # on its own too: an environment variable may override it in the merged check
+        SCHEMA[section][key](value)
+    except ValueError as exc:
+        print(f"error: refused: [{section}] {key}: {exc}; {args.local} is unchanged", file=sys.stderr)
+        return 2
+    return edit_local(args.env, args.local, section, key, value)
+
+
+def config_show(env: str, local: Path | None) -> int:
+    try:
+        config = load_config(env, local_file=local)
+    except ConfigError as exc:
+        print(f"error: the {env} config is invalid:\n{exc}", file=sys.stderr)
+        return 2
+    for section, keys in SCHEMA.items():
+        print(f"[{section}]")
+        for key in keys:
+            value = config[section][key]
+            shown = "******** (secret)" if is_secret(key) and value != "" else value
+            print(f"{key} = {shown}".rstrip() + f"    # {config.origins[(section, key)]}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,7 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--config-dir", type=Path, help="directory holding base.ini and <env>.ini")
     check.add_argument("--local", type=Path, help="host-local file to merge last (secrets)")
     check.add_argument("--runtime", action="store_true", help="also apply the checks made at start-up (prod secret_key)")
+    for name, text in (("config-set", "set SECTION.KEY in the host-local file to the value on stdin"),
+                       ("config-unset", "remove SECTION.KEY from the host-local file")):
+        edit = commands.add_parser(name, help=text)
+        edit.add_argument("setting", help="section.key, e.g. app.secret_key")
+        edit.add_argument("--env", choices=ENVIRONMENTS, required=True)
+        edit.add_argument("--local", type=Path, required=True)
+    show = commands.add_parser("config-show", help="the effective config, secret values masked")
+    show.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    show.add_argument("--local", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "config-set":
+        return config_set(args)
+    if args.command == "config-unset":
+        return edit_local(args.env, args.local, *parse_setting(args.setting), None)
+    if args.command == "config-show":
+        return config_show(args.env, args.local)
     envs = [args.env] if args.env else list(ENVIRONMENTS)
     return check_config(envs, args.config_dir, args.local, args.runtime)
 

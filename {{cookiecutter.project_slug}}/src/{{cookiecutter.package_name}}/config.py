@@ -20,6 +20,13 @@ LOCAL_CONFIG_VAR = ENV_PREFIX + "LOCAL_CONFIG"  # path of the host-local file (s
 CONFIG_DIR_VAR = ENV_PREFIX + "CONFIG_DIR"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-only-not-secret"}
+SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def is_secret(key: str) -> bool:
+    """Keys whose values are never shown (config-show masks them): secret_key, and every key
+    named like *password*, *secret*, *token* or *key*."""
+    return any(word in key.lower() for word in SECRET_WORDS)
 
 
 def _bool(raw: str) -> bool:
@@ -81,7 +88,7 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
-    "app": {"debug": _bool, "secret_key": _str, "log_level": _choice(LOG_LEVELS)},
+    "app": {"debug": _bool, "secret_key": _str, "log_level": _choice(LOG_LEVELS), "message": _str},
     "server": {
         "host": _str,
         "port": _int(1, 65535),
@@ -97,6 +104,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "ssh_port": _optional(_int(1, 65535)),
         "keep_releases": _int(1),
         "python": _command,
+        "release_command": _str,
         "log_max_size": _size_kib,
         "log_keep": _int(1, 100),
     },
@@ -116,6 +124,7 @@ class Config:
     env: str
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)  # where each value was set
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -210,6 +219,7 @@ def load_config(
                 errors.append(f"[{section}] {key} is missing (looked in {looked_in})")
                 continue
             raw, where = merged[section][key]
+            config.origins[(section, key)] = where
             try:
                 config.values[section][key] = parse(raw)
             except ValueError as exc:

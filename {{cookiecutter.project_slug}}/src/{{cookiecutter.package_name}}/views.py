@@ -13,6 +13,7 @@ def index() -> str:
         project_name=current_app.config["PROJECT_NAME"],
         version=current_app.config["VERSION"],
         release=current_app.config["RELEASE_ID"],
+        message=current_app.config["MESSAGE"],
     )
 
 
