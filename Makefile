@@ -44,8 +44,14 @@ demo-stop: ## stop the demo app and its sshd, remove build/demo
 	-@[ -d $(DEMO)/sshd ] && $(PYTHON) tests/harness/sshd.py stop $(DEMO)/sshd
 	rm -rf $(DEMO)
 
-bench: venv ## measure bake, test, pack, deploy, hand-over and throughput (prints a table)
+# wrk (a Debian package) measures requests/s; matplotlib (bench/requirements.txt, bench only)
+# draws bench/handover.png.
+bench: venv $(VENV)/.bench-installed ## measure bake, test, pack, deploy, hand-over and throughput (a table, bench/handover.png)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk to measure requests/s: apt-get install wrk" >&2; exit 2; }
 	$(PY) bench/run.py
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	touch $@
 
 clean: ## remove build output and the venv
 	rm -rf build $(VENV)
