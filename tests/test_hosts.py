@@ -195,6 +195,28 @@ def test_batch_deploys_hosts_side_by_side(fleet, first_rollout):
 # --- nginx -------------------------------------------------------------------------------
 
 
+def test_the_release_command_runs_once_on_the_first_host_before_any_switch(fleet, first_rollout):
+    """[deploy] release_command (migrations) in a three-host rollout: once, on web1, which
+    deploys alone first; web2 and web3 skip it. Each run appends its host's release."""
+    prod = fleet.project / "config" / "prod.ini"
+    saved = prod.read_text()
+    command = "echo \"$(basename $PWD)\" >>$MY_FLASK_APP_SHARED_DIR/release-command.log"
+    prod.write_text(saved + f"\n[deploy]\nrelease_command = sh -c '{command}'\n")
+    try:
+        result, rows, _ = fleet.deploy("release_command, BATCH=3", BATCH="3")
+    finally:
+        prod.write_text(saved)
+    assert result.returncode == 0, output(result)
+    logs = [h.dir / "shared" / "release-command.log" for h in fleet.hosts]
+    assert logs[0].read_text().split() == [rows["web1"][2]]  # once, in web1's new release
+    assert not logs[1].exists() and not logs[2].exists()
+    assert result.stdout.count("release_command: not here (it ran on the first host)") == 2
+    # web1 finished (its release command included) before web2 and web3 began
+    assert result.stdout.index("[web1] deployed") < result.stdout.index("[web2]")
+    for index in range(3):
+        assert fleet.current(index) == fleet.serving(index) == rows[f"web{index + 1}"][2]
+
+
 def test_nginx_conf_for_a_single_host(fleet, first_rollout):
     """One host, and REMOTE_DIR relative to the remote user's home (asked from the host)."""
     result = make(fleet.project, "nginx-conf", REMOTE_HOST="web2", SSH_OPTS=fleet.hosts.ssh_opts,

@@ -7,7 +7,8 @@
 # PORT, APP_ENV (prod), KEEP_RELEASES (5), PYTHON (python3), STOP_TIMEOUT (30),
 # BOOT_TIMEOUT (60), DEPLOY_WHO (who is deploying, for the lock), REMOTE_HOST (the name the
 # deploying machine knows this host by, for messages), LOG_MAX_KB (51200) and LOG_KEEP (5):
-# the size at which a log is rotated and how many rotated ones are kept, FOLLOW (logs).
+# the size at which a log is rotated and how many rotated ones are kept, FOLLOW (logs),
+# CONFIRM (db-restore).
 #
 # Where the host runs systemd, the app is a systemd service (a user unit with lingering
 # for an ordinary user, a system unit running as an unprivileged account for root):
@@ -32,9 +33,9 @@ LOG_KEEP=${LOG_KEEP:-5}
 # rollback, exec, shell and the config ones have make targets of their own (the Makefile's
 # post-deploy hook, a command or a value to pass).
 HOST_COMMANDS='start stop restart status logs releases unlock history'
-COMMANDS="install deploy rollback probe check_host exec shell config_set config_unset config_show noop $HOST_COMMANDS prune smoke_boot activate exec_master rotate_logs"
+COMMANDS="install deploy rollback probe check_host exec shell config_set config_unset config_show db_backup db_restore noop $HOST_COMMANDS prune smoke_boot activate exec_master rotate_logs"
 # The commands that change what runs: each appends one line to shared/deploys.log.
-RECORDED=" deploy rollback restart stop start config_set config_unset "
+RECORDED=" deploy rollback restart stop start config_set config_unset db_restore "
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -449,10 +450,13 @@ release_command() {  # release id
         die "cannot read [deploy] release_command of $1"
     [ -n "$command" ] || return 0
     if [ -n "${SKIP_RELEASE_COMMAND:-}" ]; then say "  release_command: not here (it ran on the first host)"; return 0; fi
+    backup_database "$dir" "$1"  # before the migration the release command may run
     say "  release_command: $command"
     if ! (cd "$dir" && PATH="$dir/venv/bin:$PATH" $AS_APP sh -c "$command"); then
         : >"$dir/.refused"
-        die "the release command ($command) failed for $1: nothing was switched, and what ran before runs unchanged"
+        restore_hint=
+        if [ -n "$BACKUP" ]; then restore_hint="; the database was backed up before it: if the command left it half-changed, make db-restore BACKUP=$BACKUP CONFIRM=1"; fi
+        die "the release command ($command) failed for $1: nothing was switched, and what ran before runs unchanged$restore_hint"
     fi
 }
 
@@ -605,6 +609,67 @@ cmd_rotate_logs() {
     done
     if [ -n "$rotated" ] && pid=$(master_pid); then kill -USR1 "$pid"; fi
     return 0
+}
+
+# --- the database: a backup before each migration, on demand, and restores ---------------
+
+# Does release $1 keep data? (database projects ship backup.py; the others have nothing to back up)
+has_database() {
+    for module in "$1"/venv/lib/python*/site-packages/"$PACKAGE"/backup.py; do [ -f "$module" ] && return 0; done
+    return 1
+}
+
+# Back up the database into shared/backups/$2.backup with release $1's code; sets BACKUP
+# (empty when there was nothing to back up yet, or no pg_dump: the reason is printed).
+backup_database() {  # release-dir name
+    BACKUP=
+    has_database "$1" || return 0
+    mkdir -p "$SHARED/backups"
+    if [ "$SERVICE" = system ]; then chown "$APP_USER:" "$SHARED/backups"; fi
+    file=$SHARED/backups/$2.backup
+    said=$(cd "$1" && $AS_APP "$1/venv/bin/$PACKAGE" db-backup --env "$APP_ENV" --to "$file" 2>&1) ||
+        die "the database backup failed ($said); nothing was migrated or switched"
+    say "  $said"
+    if [ -f "$file" ]; then BACKUP=$(basename "$file"); fi
+}
+
+cmd_db_backup() {  # make db-backup: a backup now, named manual-<UTC time>
+    need_current
+    backup_database "$(current_dir)" "manual-$(date -u +%Y%m%dT%H%M%SZ)"
+    if [ -n "$BACKUP" ]; then say "backup: $BACKUP (make db-restore BACKUP=$BACKUP CONFIRM=1 brings it back)"; fi
+}
+
+# make db-restore BACKUP=name CONFIRM=1: stop the app, restore, start it again.
+cmd_db_restore() {  # backup name
+    need_current
+    has_database "$(current_dir)" || die "this app has no database"
+    case ${1:-} in '' | */* | .*) say "backups in $SHARED/backups:"; ls -1t "$SHARED/backups" 2>/dev/null || true
+        die "give BACKUP=<one of the names above>" ;; esac
+    [ -f "$SHARED/backups/$1" ] || { ls -1t "$SHARED/backups" 2>/dev/null || true; die "no backup $1 in $SHARED/backups (those above are there)"; }
+    [ "${CONFIRM:-}" = 1 ] || die "db-restore replaces the database with $1 and stops the app meanwhile: run it with CONFIRM=1"
+    lock db-restore
+    cmd_stop
+    dir=$(current_dir)
+    said=$(cd "$dir" && $AS_APP "$dir/venv/bin/$PACKAGE" db-restore --env "$APP_ENV" --from "$SHARED/backups/$1" 2>&1) || {
+        say "$said" >&2
+        cmd_start
+        die "the restore of $1 failed; the app was started again on the database as it was"
+    }
+    say "$said"
+    cmd_start
+}
+
+# Backups go with their releases: drop those of releases older than the oldest one kept
+# (a refused release's backup, taken before its failed migration, stays until then).
+prune_backups() {
+    oldest=$(finished_releases | head -n 1)
+    [ -n "$oldest" ] && [ -d "$SHARED/backups" ] || return 0
+    for file in "$SHARED/backups"/*.backup; do
+        [ -f "$file" ] || continue
+        id=$(basename "$file" .backup)
+        case $id in manual-*) continue ;; esac
+        if [ "$(release_time "$id" | tr -dc 0-9)" -lt "$(release_time "$oldest" | tr -dc 0-9)" ]; then rm -f "$file"; fi
+    done
 }
 
 # --- commands -----------------------------------------------------------------------
@@ -803,6 +868,7 @@ cmd_prune() {
     finished_releases | head -n "-$KEEP_RELEASES" | while read -r id; do
         [ "$id" = "$cur" ] || [ "$id" = "$prev" ] || rm -rf "${RELEASES:?}/$id"
     done
+    prune_backups
     find "$APP_DIR/.incoming" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 }
 
@@ -827,7 +893,7 @@ main() {
     esac
     case $command in
         install | deploy) [ $# -eq 2 ] || die "usage: remote.sh $command TARBALL SHA256"; "cmd_$command" "$@" ;;
-        exec | config_set | config_unset) "cmd_$command" "$@" ;;
+        exec | config_set | config_unset | db_restore) "cmd_$command" "$@" ;;
         smoke_boot | activate) lock "$command"; "$command" "$@" ;;
         *) "cmd_$command" ;;
     esac
