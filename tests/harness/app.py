@@ -180,10 +180,10 @@ class App:
         started = time.monotonic()
         result = self.make("deploy", check=check)
         wall = time.monotonic() - started
-        host = re.search(r"^\s*host: (\d+)ms", result.stdout, re.M)
+        host = re.search(r"^\s*host: (\d+\.\d{3})s$", result.stdout, re.M)
         steps = " ".join(f"{m[0]} {m[1]}s" for m in re.findall(r"^\s+(\w+): ([\d.]+)s$", result.stdout, re.M))
         print(f"deploy to {self.dir.parent.name}: exit {result.returncode}, wall {wall:.1f}s, "
-              f"host {int(host.group(1)) / 1000 if host else '?'}s ({steps})")  # shown with -s or -rP
+              f"host {float(host.group(1)) if host else '?'}s ({steps})")  # shown with -s or -rP
         return result
 
     def healthz(self) -> dict:
