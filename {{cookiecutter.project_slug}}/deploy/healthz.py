@@ -1,14 +1,19 @@
 """Ask a running release for /healthz, over TCP or a unix socket; used by remote.sh.
 
 Prints the JSON answer and exits 0 when it says "ok" (and, with --release, names that
-release); retries until --wait seconds have passed. Standard library only: it runs
-with the host's python3.
+release); retries every --interval until --wait seconds have passed: remote.sh's one
+poller for a boot. With --pidfile it succeeds only while the gunicorn master named there
+runs, and gives up as soon as that master has come and gone (gunicorn halts by itself when
+a worker cannot boot) or has not written its pidfile within --pidfile-grace seconds (it
+does so before it loads the app); with --watch-pid, once that process has exited.
+Standard library only: it runs with the host's python3.
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import os
 import socket
 import sys
 import time
@@ -41,6 +46,27 @@ def ask(args: argparse.Namespace) -> dict:
     return json.loads(body)
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its parent has yet to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def master(pidfile: str, marker: str) -> bool:
+    """Does the pidfile name a live gunicorn master of this app (pids are reused)?"""
+    try:
+        with open(pidfile) as handle:
+            pid = int(handle.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return False
+    return marker in cmdline and "/venv/bin/gunicorn" in cmdline and running(pid)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
@@ -48,10 +74,28 @@ def main() -> int:
     parser.add_argument("--unix")
     parser.add_argument("--release", help="succeed only when this release answers")
     parser.add_argument("--wait", type=float, default=0, help="keep trying for this many seconds")
+    parser.add_argument("--interval", type=float, default=0.2)
+    parser.add_argument("--pidfile", help="only while the master in this pidfile runs")
+    parser.add_argument("--master", default="/releases/", help="a master's command line holds this")
+    parser.add_argument("--pidfile-grace", type=float, default=10)
+    parser.add_argument("--watch-pid", type=int, help="give up once this process has exited")
     args = parser.parse_args()
-    deadline = time.monotonic() + args.wait
-    last = "no answer"
+    started = time.monotonic()
+    deadline = started + args.wait
+    last, seen = "no answer", False
     while True:
+        if args.watch_pid and not running(args.watch_pid):
+            print(f"{last}; pid {args.watch_pid} exited")
+            return 1
+        if args.pidfile:
+            if master(args.pidfile, args.master):
+                seen = True
+            elif seen or time.monotonic() > started + args.pidfile_grace:
+                print(f"{last}; no master in {args.pidfile}" + (" (it exited)" if seen else ""))
+                return 1
+            else:
+                time.sleep(args.interval)
+                continue
         try:
             answer = ask(args)
             last = json.dumps(answer)
@@ -63,7 +107,7 @@ def main() -> int:
         if time.monotonic() >= deadline:
             print(last)
             return 1
-        time.sleep(0.2)
+        time.sleep(args.interval)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from target import Target, TargetError, local_facts, wheel_needs
 
-DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py")
+DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py", "install.py")
 CACHE = Path("build/wheels")
 LISTS = Path("build/wheelhouse")
 EXTRA = Path("wheels-extra")  # wheels built by hand for a target PyPI has none for
@@ -146,7 +146,41 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
     return result
 
 
+def lean(tarball: Path, facts: Path, out: Path) -> str:
+    """The release minus the wheels a host's cache holds (its probe lists their sha256):
+    what `make deploy` uploads. SHA256SUMS still names every file; the host fills the gaps
+    from its cache and checks them all."""
+    cached = set()
+    for line in facts.read_text().splitlines():
+        if line.startswith("cached="):
+            cached = set(line.removeprefix("cached=").split())
+    left_out = 0
+    with tarfile.open(tarball) as full:
+        members = full.getmembers()
+        sums_member = next(m for m in members if m.name.endswith("/SHA256SUMS"))
+        sums = {}
+        for line in full.extractfile(sums_member).read().decode().splitlines():
+            digest, name = line.split("  ", 1)
+            sums[name] = digest
+        top = sums_member.name.split("/", 1)[0]
+        tmp = out.with_name(out.name + ".tmp")
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as thin:
+            for member in members:
+                inner = member.name.removeprefix(top + "/")
+                if member.isfile() and inner.startswith("wheels/") and sums.get(inner) in cached:
+                    left_out += 1
+                    continue
+                thin.addfile(member, full.extractfile(member) if member.isfile() else None)
+    os.replace(tmp, out)
+    return f"upload {out.stat().st_size // 1024} KiB ({left_out} wheels the host has left out)"
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["lean"]:  # pack.py lean TARBALL HOST_FACTS OUT
+        if len(sys.argv) != 5:
+            sys.exit("usage: pack.py lean TARBALL HOST_FACTS OUT")
+        print(lean(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)

@@ -56,7 +56,7 @@ step() {
 setup_paths() {
     [ -n "${APP_DIR:-}" ] || die "APP_DIR is not set"
     case $APP_DIR in /*) ;; *) APP_DIR=$HOME/$APP_DIR ;; esac
-    mkdir -p "$APP_DIR/releases" "$APP_DIR/shared/log" "$APP_DIR/shared/run" "$APP_DIR/.incoming"
+    mkdir -p "$APP_DIR/releases" "$APP_DIR/shared/log" "$APP_DIR/shared/run" "$APP_DIR/shared/wheels" "$APP_DIR/.incoming"
     APP_DIR=$(cd "$APP_DIR" && pwd -P)
     RELEASES=$APP_DIR/releases
     SHARED=$APP_DIR/shared
@@ -64,6 +64,7 @@ setup_paths() {
     LOG=$SHARED/log
     CURRENT=$APP_DIR/current
     LOCK=$APP_DIR/.deploy.lock
+    WHEELS=$SHARED/wheels  # every wheel a release brought, named by its sha256
     PIDFILE=$RUN/gunicorn.pid
     export "${VARS}_ENV=$APP_ENV" "${VARS}_SHARED_DIR=$SHARED" "${VARS}_CURRENT=$CURRENT" \
         "${VARS}_LOCAL_CONFIG=$SHARED/local.ini"
@@ -209,6 +210,7 @@ print("libc=" + libc)' 2>/dev/null || { say "python_version=none"; return 0; }
     for loader in /lib/ld-musl-*.so.1; do  # musl has no confstr; its loader says its version
         if [ -x "$loader" ]; then say "libc=musl $("$loader" 2>&1 | sed -n 's/^Version //p')"; fi
     done
+    say "cached=$(ls "$APP_DIR/shared/wheels" 2>/dev/null | tr '\n' ' ')"  # the upload leaves these out
     probe=$APP_DIR/.incoming/venv-probe.$$
     if said=$("$PYTHON" -m venv --without-pip "$probe" 2>&1); then say "venv=ok"; else say "venv=$(echo "$said" | tail -n 1)"; fi
     rm -rf "$probe"
@@ -247,24 +249,84 @@ install_release() {  # tarball-name sha256
     unpack=$APP_DIR/.incoming/unpack.$$
     rm -rf "$unpack" && mkdir "$unpack"
     tar -xzf "$tarball" -C "$unpack" --strip-components=1 || die "cannot unpack $1"
-    (cd "$unpack" && sha256sum --check --quiet --strict SHA256SUMS) ||
+    fill_from_cache "$unpack"
+    if ! failed=$(cd "$unpack" && sha256sum --check --quiet --strict SHA256SUMS 2>&1); then
+        drop_bad_cache_entries "$unpack" "$failed"
         die "files of $1 do not match its SHA256SUMS; nothing was installed"
+    fi
     version=$(sed -n 's/^version=//p' "$unpack/RELEASE")
     RELEASE_ID=$(new_release_id "$version")
     dir=$RELEASES/$RELEASE_ID
     : >"$unpack/.unfinished"  # removed only when the venv is complete
     mv "$unpack" "$dir"
     # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
-    # wheel, and pip runs straight from it.
+    # wheel, and pip runs straight from it. When only the app's wheel changed, no pip at all.
     "$PYTHON" -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
+    if previous=$(reusable_venv "$dir") && "$dir/venv/bin/python" "$dir/deploy/install.py" "$previous/venv" \
+        "$dir/venv" "$(app_wheel "$dir")"; then
+        finish_install "$dir"
+        say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): copied, no pip)"
+        return 0
+    fi
+    rm -rf "$dir/venv" && "$PYTHON" -m venv --without-pip "$dir/venv"
     pip_wheel=$(find "$dir/wheels" -name 'pip-*.whl' | head -n 1)
     [ -n "$pip_wheel" ] || die "release has no pip wheel in wheels/; nothing was installed"
     "$dir/venv/bin/python" "$pip_wheel/pip" install --quiet --disable-pip-version-check --no-index \
         --find-links "$dir/wheels" "$DIST==$version" ||
         die "offline install of $DIST $version into $dir/venv failed"
-    rm -f "$dir/.unfinished" "$tarball"
+    finish_install "$dir"
     say "  installed release $RELEASE_ID"
 }
+
+finish_install() {  # release dir: complete; its wheels join the cache
+    while read -r sum name; do
+        case $name in wheels/*) ;; *) continue ;; esac
+        [ -f "$WHEELS/$sum" ] || { cp "$1/$name" "$WHEELS/.$sum.tmp" && mv -f "$WHEELS/.$sum.tmp" "$WHEELS/$sum"; }
+    done <"$1/SHA256SUMS"
+    rm -f "$1/.unfinished" "$tarball"
+}
+
+# A lean upload leaves out the wheels the host's cache holds (the probe listed them):
+# put them back from there; SHA256SUMS then checks every file as for a full upload.
+fill_from_cache() {  # unpacked dir
+    while read -r sum name; do
+        case $name in wheels/*) ;; *) continue ;; esac
+        [ -e "$1/$name" ] && continue
+        [ -f "$WHEELS/$sum" ] || { rm -rf "$1"; lean_retry "the upload left out $name, and this host has no copy of it"; }
+        cp "$WHEELS/$sum" "$1/$name"
+    done <"$1/SHA256SUMS"
+}
+
+# A cached wheel that fails its sha256 is removed, so the retry uploads it.
+drop_bad_cache_entries() {  # unpacked dir, sha256sum's complaints
+    bad=
+    for name in $(echo "$2" | sed -n 's/: FAILED.*$//p'); do
+        sum=$(awk -v n="$name" '$2 == n { print $1 }' "$1/SHA256SUMS")
+        if [ -n "$sum" ] && [ -f "$WHEELS/$sum" ]; then rm -f "$WHEELS/$sum"; bad="$bad $name"; fi
+    done
+    rm -rf "$1"
+    [ -z "$bad" ] || lean_retry "the host's cached copy of$bad was corrupt (sha256): removed"
+}
+
+lean_retry() {  # why: exit 75, on which make uploads the whole release and tries again
+    say "$1; sending the whole release" >&2
+    exit 75
+}
+
+# The running release's venv, if the new one may copy it: same Python, and every
+# dependency wheel the same file (the app's own wheel aside).
+reusable_venv() {  # new release dir
+    [ -L "$CURRENT" ] || return 1
+    previous=$(current_dir)
+    [ -f "$previous/SHA256SUMS" ] && [ -f "$previous/venv/pyvenv.cfg" ] && [ -f "$1/deploy/install.py" ] || return 1
+    [ "$(grep -E '^(home|version)' "$previous/venv/pyvenv.cfg")" = "$(grep -E '^(home|version)' "$1/venv/pyvenv.cfg")" ] || return 1
+    [ "$(dependency_sums "$previous")" = "$(dependency_sums "$1")" ] || return 1
+    echo "$previous"
+}
+
+app_wheel_prefix() { echo "wheels/$(echo "$DIST" | tr -- '-.' '__')-"; }
+dependency_sums() { grep ' wheels/' "$1/SHA256SUMS" | grep -v " $(app_wheel_prefix)" | sort; }
+app_wheel() { echo "$1/$(awk -v p="$(app_wheel_prefix)" 'index($2, p) == 1 { print $2 }' "$1/SHA256SUMS")"; }
 
 # --- run releases -----------------------------------------------------------------
 
@@ -299,17 +361,7 @@ cmd_exec_master() {
 # master has come and gone (gunicorn halts by itself when a worker cannot boot), or has not
 # written its pidfile within 10 s (it does so before loading the app).
 wait_healthy() {  # release-id pidfile
-    seen='' started=$(date +%s)
-    while [ "$(date +%s)" -lt $((started + BOOT_TIMEOUT)) ]; do
-        if master_pid "$2" >/dev/null && healthz --release "$1" >/dev/null; then return 0; fi
-        if master_pid "$2" >/dev/null; then
-            seen=1
-        elif [ -n "$seen" ] || [ "$(date +%s)" -ge $((started + 10)) ]; then
-            return 1
-        fi
-        sleep 0.2
-    done
-    return 1
+    healthz --release "$1" --pidfile "$2" --master "$RELEASES/" --wait "$BOOT_TIMEOUT" --interval 0.05 >/dev/null
 }
 
 port_taken() {
@@ -360,14 +412,11 @@ smoke_boot() {
         --bind "unix:$sock" --workers 1 --pid "$RUN/smoke.pid" \
         --error-logfile "$LOG/smoke.log" --access-logfile /dev/null) </dev/null >>"$LOG/smoke.log" 2>&1 &
     SMOKE_PID=$!
-    ok=0 deadline=$(($(date +%s) + BOOT_TIMEOUT))
-    # Until we reap it, the pid is ours: it has exited once it is a zombie (state Z) or gone.
-    # (Not an empty cmdline: that is also what a live child shows for a moment while it execs.)
-    while [ -e "/proc/$SMOKE_PID" ] && [ "$(sed 's/.*) //; s/ .*//' "/proc/$SMOKE_PID/stat" 2>/dev/null)" != Z ]; do
-        if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" >/dev/null; then ok=1; break; fi
-        [ "$(date +%s)" -lt "$deadline" ] || break
-        sleep 0.2
-    done
+    ok=0
+    # One poller. Until we reap it, the pid is ours: it has exited once it is a zombie or
+    # gone (not when its cmdline is empty: a live child shows that while it execs).
+    if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" --watch-pid "$SMOKE_PID" \
+        --wait "$BOOT_TIMEOUT" --interval 0.05 >/dev/null; then ok=1; fi
     kill -TERM "$SMOKE_PID" 2>/dev/null || true
     wait "$SMOKE_PID" 2>/dev/null || true
     SMOKE_PID=
@@ -411,6 +460,13 @@ start_fresh() {  # release id now current
 handover() {  # release id now current
     old=$(master_pid) || { start_fresh "$1"; return; }
     stop_handover_child "$old"
+    # The last hand-over's old master may still be draining; until it is gone gunicorn
+    # ignores USR2 in its successor ("Parent master exists"), so wait for it here, not there.
+    parent=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$old/status" 2>/dev/null || true)
+    if is_master "$parent"; then
+        say "  waiting for the previous master (pid $parent) to finish its requests"
+        wait_gone "$parent" "$((STOP_TIMEOUT + 5))" || kill -KILL "$parent" 2>/dev/null || true
+    fi
     if [ "$SERVICE" != daemon ] && ! in_unit "$old"; then
         # A master started outside the unit (before systemd was usable here) cannot hand
         # over into it: stop it and let the unit start the release (a short restart).
@@ -428,17 +484,14 @@ handover() {  # release id now current
         die "the new master for $1 did not become healthy; the old master (pid $old) keeps serving"
     fi
     SWITCHED_FROM=  # the new release serves: from here on, an interruption keeps it
-    if [ "$SERVICE" != daemon ]; then
-        # systemd re-reads the pidfile when the main process exits: it must name the new
-        # master by then, or the old one deletes it on exit, the unit counts as finished
-        # and systemd kills the new master with it. gunicorn itself renames the .2 file
-        # only once it sees its parent gone: too late, so copy it now, atomically.
-        cp "$PIDFILE.2" "$PIDFILE.tmp" && mv -f "$PIDFILE.tmp" "$PIDFILE"
-    fi
-    stop_pid "$old" "$((STOP_TIMEOUT + 5))"
-    # The new master renames gunicorn.pid.2 to gunicorn.pid once it sees its parent gone.
-    i=0
-    until master_pid >/dev/null || [ "$i" -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
+    # The pidfile names the new master before the old one goes. systemd re-reads it when
+    # the main process exits: otherwise the old master deletes it on exit, the unit counts
+    # as finished and systemd kills the new master with it. gunicorn itself renames the .2
+    # file only once it sees its parent gone: too late, so copy it now, atomically.
+    cp "$PIDFILE.2" "$PIDFILE.tmp" && mv -f "$PIDFILE.tmp" "$PIDFILE"
+    # TERM, and no waiting: the old master finishes its requests while the new one serves
+    # (the next hand-over waits for it, if it comes that soon).
+    kill -TERM "$old" 2>/dev/null || true
 }
 
 # The release's [deploy] release_command (migrations, say), in its venv and directory with
@@ -869,6 +922,13 @@ cmd_prune() {
         [ "$id" = "$cur" ] || [ "$id" = "$prev" ] || rm -rf "${RELEASES:?}/$id"
     done
     prune_backups
+    # the wheel cache keeps what a release still on the host brought
+    cat "$RELEASES"/*/SHA256SUMS 2>/dev/null | awk '$2 ~ /^wheels\// { print $1 }' | sort -u >"$WHEELS/.keep.$$"
+    for file in "$WHEELS"/*; do
+        [ -f "$file" ] || continue
+        grep -qx "$(basename "$file")" "$WHEELS/.keep.$$" || rm -f "$file"
+    done
+    rm -f "$WHEELS/.keep.$$"
     find "$APP_DIR/.incoming" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 }
 

@@ -1,0 +1,91 @@
+"""A redeploy near its floor, checked for correctness (timing is bench/'s job): the upload
+leaves out the wheels the host's cache holds, unchanged dependencies are copied from the
+running release's venv instead of installed by pip, a changed dependency still goes up and
+in, a corrupt cache entry is caught by its sha256 and sent again, and no two releases
+share a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+from harness.app import new_app
+
+
+@pytest.fixture(scope="module")
+def app(baked_project, sshd_host, tmp_path_factory, request):
+    deployed = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    deployed.deploy()
+    return deployed
+
+
+def uploaded(app) -> tuple[int, list[str]]:
+    """Size and wheels of what the last deploy sent (the lean tarball scp copied)."""
+    (lean,) = (app.project / "build" / "hosts").glob("*.upload.tar.gz")
+    with tarfile.open(lean) as tar:
+        wheels = sorted(Path(n).name for n in tar.getnames() if "/wheels/" in n)
+    return lean.stat().st_size, wheels
+
+
+def test_a_redeploy_with_unchanged_dependencies_sends_only_the_app_wheel(app):
+    result = app.deploy()
+    size, wheels = uploaded(app)
+    assert wheels == [w for w in wheels if w.startswith("my_flask_app-")] and len(wheels) == 1, wheels
+    assert size < 100 * 1024, size
+    assert "copied, no pip" in result.stdout, result.stdout  # the venv came from the last release
+    assert app.release() == app.current()
+    # SHA256SUMS still covers every file of the release, and every file matches it
+    release = app.dir / "releases" / app.current()
+    listed = dict(reversed(line.split("  ", 1)) for line in (release / "SHA256SUMS").read_text().splitlines())
+    files = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()
+             and not str(p.relative_to(release)).startswith("venv/") and p.name != "SHA256SUMS"
+             and "__pycache__" not in p.parts}  # written by the running app, not shipped
+    assert set(listed) == files
+    for name, digest in listed.items():
+        assert hashlib.sha256((release / name).read_bytes()).hexdigest() == digest, name
+    # the venv works like pip's: the app's own console script, and the copied ones
+    out = app.make("exec", CMD="my_flask_app check-config --env prod && gunicorn --version && head -n 1 \"$(command -v flask)\"").stdout
+    assert "prod: ok" in out and "gunicorn (version" in out and f"#!{release}/venv/bin/python" in out
+
+
+def test_no_two_releases_share_a_file(app):
+    app.deploy()  # at least two releases, the last made by copying
+    inodes: dict[tuple[int, int], Path] = {}
+    for path in (app.dir / "releases").rglob("*"):
+        st = path.lstat()
+        if path.is_symlink() or not path.is_file():
+            continue
+        assert st.st_nlink == 1, f"{path} is hard-linked"
+        assert (st.st_dev, st.st_ino) not in inodes, (path, inodes.get((st.st_dev, st.st_ino)))
+        inodes[(st.st_dev, st.st_ino)] = path
+
+
+def test_a_corrupt_cache_entry_is_caught_and_sent_again(app):
+    cache = app.dir / "shared" / "wheels"
+    flask_wheel = next(p for p in (app.dir / "current" / "wheels").glob("flask-*.whl"))
+    digest = hashlib.sha256(flask_wheel.read_bytes()).hexdigest()
+    entry = cache / digest
+    entry.write_bytes(entry.read_bytes()[:-100] + b"x" * 100)  # same size, other bytes
+    result = app.deploy()
+    assert re.search(r"cached copy of wheels/flask-\S+\.whl was corrupt \(sha256\): removed; sending the whole release",
+                     result.stderr), result.stdout + result.stderr
+    assert hashlib.sha256(entry.read_bytes()).hexdigest() == digest  # cached again, whole
+    assert app.release() == app.current()
+
+
+def test_a_changed_dependency_is_uploaded_and_installed(app):
+    requirements = app.project / "requirements.txt"
+    saved = requirements.read_text()
+    requirements.write_text(re.sub(r"^click==\S+$", "click==8.1.8", saved, flags=re.M))
+    try:
+        result = app.deploy()
+        _, wheels = uploaded(app)
+        assert "click-8.1.8-py3-none-any.whl" in wheels and len(wheels) == 2, wheels
+        assert "copied, no pip" not in result.stdout
+        version = app.make("exec", CMD="python -c \"import importlib.metadata as m; print(m.version('click'))\"").stdout
+        assert version.strip().splitlines()[-1] == "8.1.8"
+    finally:
+        requirements.write_text(saved)
