@@ -499,7 +499,8 @@ handover() {  # release id now current
 # rollout runs it on its first host only (SKIP_RELEASE_COMMAND on the others).
 release_command() {  # release id
     dir=$RELEASES/$1
-    command=$(cd "$dir" && "$dir/venv/bin/python" -m "$PACKAGE.config" get "$APP_ENV" deploy release_command) ||
+    command=$(cd "$dir" && "$dir/venv/bin/python" -c "import sys; from $PACKAGE.config import load_config
+print(load_config(sys.argv[1])['deploy']['release_command'])" "$APP_ENV") ||
         die "cannot read [deploy] release_command of $1"
     [ -n "$command" ] || return 0
     if [ -n "${SKIP_RELEASE_COMMAND:-}" ]; then say "  release_command: not here (it ran on the first host)"; return 0; fi
