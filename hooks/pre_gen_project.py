@@ -34,6 +34,7 @@ ANSWERS: dict[str, str] = {
         "version": r'{{ cookiecutter.version | tojson }}',
         "python_version": r'{{ cookiecutter.python_version | tojson }}',
         "port": r'{{ cookiecutter.port | tojson }}',
+        "database": r'{{ cookiecutter.database | tojson }}',
     }.items()
 }
 # fmt: on
@@ -45,10 +46,14 @@ ANSWERS: dict[str, str] = {
 SHADOWED = sys.stdlib_module_names | set(
     "flask gunicorn werkzeug jinja2 click itsdangerous markupsafe blinker"
     " setuptools pip wheel build pytest cookiecutter test"
+    " sqlalchemy flask_sqlalchemy flask_migrate alembic mako greenlet psycopg psycopg_binary"
+    " typing_extensions tomli"
     " asynchat asyncore distutils imp smtpd"  # removed in 3.12
     " aifc audioop cgi cgitb chunk crypt imghdr lib2to3 mailcap msilib nis nntplib"
     " ossaudiodev pipes sndhdr spwd sunau telnetlib uu xdrlib".split()  # removed in 3.13
 )
+
+DATABASES = ("sqlite", "postgresql", "none")  # the choices in cookiecutter.json
 
 # packaging.version.VERSION_PATTERN (the pre-3.11 form, without possessive
 # quantifiers), written out because `packaging` may not be installed here.
@@ -146,6 +151,9 @@ def check_others(answers: dict[str, str]) -> list[str]:
     python = answers["python_version"]
     if not re.fullmatch(r"3\.[1-9][0-9]+", python):
         errors.append(f"python_version {python!r} is not valid: use 3.10 or later, like 3.12.")
+    database = answers["database"]
+    if database not in DATABASES:  # a prompt offers only these; --no-input database=… does not
+        errors.append(f"database {database!r} is not valid: use {', '.join(DATABASES[:-1])} or {DATABASES[-1]}.")
     return errors
 
 

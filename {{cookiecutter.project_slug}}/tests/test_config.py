@@ -104,7 +104,12 @@ def test_prod_app_refuses_missing_or_placeholder_secret(config_dir, monkeypatch,
 
 def test_prod_app_starts_with_a_real_secret(config_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    (config_dir / "local.ini").write_text("[app]\nsecret_key = 3f1c9a0e7b\n")
+{%- if cookiecutter.database == "postgresql" %}
+    database = "[database]\nurl = postgresql://app:pw@db.example/app\n"  # nothing connects yet
+{%- else %}
+    database = ""
+{%- endif %}
+    (config_dir / "local.ini").write_text("[app]\nsecret_key = 3f1c9a0e7b\n" + database)
     monkeypatch.setenv(f"{ENV_PREFIX}LOCAL_CONFIG", str(config_dir / "local.ini"))
     assert create_app("prod").config["SECRET_KEY"] == "3f1c9a0e7b"
 
@@ -120,3 +125,78 @@ def test_check_config_command_reports_and_fails(config_dir, capsys):
 
 def test_check_config_does_not_demand_prods_secret(config_dir):
     assert main(["check-config", "--env", "prod", "--config-dir", str(config_dir)]) == 0
+{%- if cookiecutter.database != "none" %}
+
+
+def test_shared_is_the_hosts_shared_directory(config_dir, tmp_path):
+    (config_dir / "test.ini").write_text("[database]\nurl = sqlite:///%(shared)s/data/x.sqlite3\n")
+    environ = {f"{ENV_PREFIX}SHARED_DIR": "/srv/app/shared"}
+    assert load_config("test", config_dir=config_dir, environ=environ)["database"]["url"] == (
+        "sqlite:////srv/app/shared/data/x.sqlite3")
+    here = load_config("test", config_dir=config_dir, environ={})["database"]["url"]
+    assert here == f"sqlite:///{tmp_path}/instance/data/x.sqlite3"  # no host: beside config/
+    assert not (tmp_path / "instance").exists()  # reading the config makes nothing
+
+
+def test_dev_database_is_a_file_in_instance():
+    url = load_config("dev", config_dir=CONFIG, environ={})["database"]["url"]
+    assert url == f"sqlite:///{CONFIG.parent / 'instance' / 'dev.sqlite3'}"
+{%- if cookiecutter.database == "sqlite" %}
+
+
+def test_prod_database_is_a_file_in_shared_data(tmp_path):
+    environ = {f"{ENV_PREFIX}SHARED_DIR": str(tmp_path / "shared")}
+    url = load_config("prod", config_dir=CONFIG, environ=environ)["database"]["url"]
+    assert url == f"sqlite:///{tmp_path}/shared/data/{{ cookiecutter.package_name }}.sqlite3"
+{%- else %}
+
+
+def test_prod_database_url_is_set_only_on_the_host(config_dir, monkeypatch, tmp_path):
+    assert load_config("prod", config_dir=CONFIG, environ={})["database"]["url"] == ""
+    assert main(["check-config", "--env", "prod", "--config-dir", str(config_dir)]) == 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(f"{ENV_PREFIX}LOCAL_CONFIG", raising=False)
+    monkeypatch.delenv(f"{ENV_PREFIX}DATABASE_URL", raising=False)
+    (config_dir / "local.ini").write_text("[app]\nsecret_key = 3f1c9a0e7b\n")
+    monkeypatch.setenv(f"{ENV_PREFIX}LOCAL_CONFIG", str(config_dir / "local.ini"))
+    with pytest.raises(ConfigError, match="set it on the host: make config-set SETTING=database.url"):
+        create_app("prod")
+{%- endif %}
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("sqlite://", "sqlite://"),
+        ("sqlite:////srv/app/shared/data/../data/app.sqlite3", "sqlite:////srv/app/shared/data/app.sqlite3"),
+{%- if cookiecutter.database == "postgresql" %}
+        ("postgresql://app:s3cret@db.example:5432/app", "postgresql+psycopg://app:s3cret@db.example:5432/app"),
+        ("postgresql+psycopg://app@/app?host=/run/postgresql", "postgresql+psycopg://app@/app?host=/run/postgresql"),
+{%- endif %}
+    ],
+)
+def test_database_urls_accepted(config_dir, url, expected):
+    (config_dir / "test.ini").write_text(f"[database]\nurl = {url}\n")
+    assert load_config("test", config_dir=config_dir, environ={})["database"]["url"] == expected
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("mysql://app:s3cret@db/app", "unknown scheme 'mysql'"),
+        ("postgres://app:s3cret@db/app", "unknown scheme 'postgres'"),
+{%- if cookiecutter.database == "sqlite" %}
+        ("postgresql://app:s3cret@db/app", "unknown scheme 'postgresql'"),  # no driver in this project
+{%- else %}
+        ("postgresql://app:s3cret@db.example", "names no database"),
+{%- endif %}
+        ("sqlite:///data/app.sqlite3", "the SQLite path 'data/app.sqlite3' is relative"),
+        ("sqlite://host/app.sqlite3", "a SQLite URL has no host"),
+        ("/srv/app.sqlite3", "is not a database URL"),
+    ],
+)
+def test_database_urls_refused_without_showing_the_password(config_dir, url, expected):
+    errors = errors_for(config_dir, test=f"[database]\nurl = {url}\n")
+    assert any(expected in e and "test.ini: [database] url:" in e for e in errors), errors
+    assert not any("s3cret" in e for e in errors)
+{%- endif %}

@@ -50,4 +50,12 @@ def create_app(env: str | None = None) -> Flask:
     from .views import bp
 
     app.register_blueprint(bp)
+{%- if cookiecutter.database != "none" %}
+
+    from . import models
+    from .notes import bp as notes_bp
+
+    models.init_app(app, config["database"]["url"])
+    app.register_blueprint(notes_bp)
+{%- endif %}
     return app

@@ -17,6 +17,9 @@ from typing import Any, Callable, Mapping
 ENVIRONMENTS = ("dev", "test", "prod")
 ENV_PREFIX = "{{ cookiecutter.package_name | upper }}_"  # e.g. {{ cookiecutter.package_name | upper }}_SERVER_PORT=9000
 LOCAL_CONFIG_VAR = ENV_PREFIX + "LOCAL_CONFIG"  # path of the host-local file (secrets)
+# %(shared)s in an INI file: the host's shared/ directory (remote.sh exports it), which
+# outlives every release; elsewhere <project>/instance. Nothing is created here.
+SHARED_DIR_VAR = ENV_PREFIX + "SHARED_DIR"
 CONFIG_DIR_VAR = ENV_PREFIX + "CONFIG_DIR"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "dev-only-not-secret"}
@@ -27,6 +30,11 @@ def is_secret(key: str) -> bool:
     """Keys whose values are never shown (config-show masks them): secret_key, and every key
     named like *password*, *secret*, *token* or *key*."""
     return any(word in key.lower() for word in SECRET_WORDS)
+
+
+def hide_password(value: str) -> str:
+    """`value` with the password of any URL in it replaced by ***, for showing a database URL."""
+    return re.sub(r"(://[^/?#@:]*:)[^/?#@]*@", r"\1***@", value)
 
 
 def _bool(raw: str) -> bool:
@@ -82,6 +90,54 @@ def _size_kib(raw: str) -> int:
     return int(m[1]) * {"K": 1, "M": 1024, "G": 1024 * 1024}[m[2].upper()]
 
 
+{%- if cookiecutter.database != "none" %}
+# The databases this project has a driver for: SQLAlchemy URL schemes.
+{%- if cookiecutter.database == "postgresql" %}
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+{%- else %}
+DATABASE_SCHEMES = ("sqlite",)
+{%- endif %}
+DATABASE_EXAMPLES = "sqlite:////absolute/path.sqlite3{{ ' or postgresql://user:password@host/dbname' if cookiecutter.database == 'postgresql' }}"
+
+
+def _database_url(raw: str) -> str:
+    """A SQLAlchemy URL for a database we have a driver for; empty means "not set here".
+
+    sqlite:///<absolute path> (a relative one would follow whatever directory the app starts
+    in: a release directory, gone after a few deploys); sqlite:// (in memory, for tests).
+{%- if cookiecutter.database == "postgresql" %}
+    postgresql://… or postgresql+psycopg://… (both become postgresql+psycopg://: psycopg 3).
+{%- endif %}
+    Messages never repeat the URL: it may hold a password.
+    """
+    value = raw.strip()
+    if not value:
+        return ""
+    scheme, sep, rest = value.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ValueError(f"is not a database URL (scheme://…, e.g. {DATABASE_EXAMPLES})")
+    if scheme not in DATABASE_SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}: this project has drivers for {', '.join(DATABASE_SCHEMES)} "
+                         f"(e.g. {DATABASE_EXAMPLES})")
+    if scheme == "sqlite":
+        if rest == "" or rest == "/:memory:":
+            return value  # in memory: tests
+        if not rest.startswith("/"):
+            raise ValueError("a SQLite URL has no host: sqlite:///<path> (three slashes, then the path)")
+        path = rest[1:]
+        if not path.startswith("/"):
+            raise ValueError(f"the SQLite path {path!r} is relative: make it absolute, "
+                             "e.g. sqlite:///%(shared)s/data/app.sqlite3 (an absolute path starts sqlite:////)")
+        return "sqlite:///" + "/" + os.path.normpath(path).lstrip("/")
+{%- if cookiecutter.database == "postgresql" %}
+    database = rest.partition("?")[0].partition("/")[2]
+    if not database:
+        raise ValueError("names no database: postgresql://user:password@host/dbname")
+    return "postgresql+psycopg://" + rest
+{%- endif %}
+{%- endif %}
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Empty means "not set here" (for ssh settings: let ssh and ~/.ssh/config decide)."""
     return lambda raw: parse(raw) if raw.strip() else ""
@@ -108,6 +164,9 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "log_max_size": _size_kib,
         "log_keep": _int(1, 100),
     },
+{%- if cookiecutter.database != "none" %}
+    "database": {"url": _database_url},
+{%- endif %}
 }
 
 
@@ -144,10 +203,10 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_ini(path: Path, errors: list[str]) -> dict[str, dict[str, tuple[str, str]]]:
+def _read_ini(path: Path, errors: list[str], shared: str) -> dict[str, dict[str, tuple[str, str]]]:
     """Return {section: {key: (raw value, where)}}; problems go to `errors`."""
     name = _display(path)
-    parser = configparser.ConfigParser(defaults={"here": str(path.resolve().parent)})
+    parser = configparser.ConfigParser(defaults={"here": str(path.resolve().parent), "shared": shared})
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle, source=name)
@@ -162,7 +221,7 @@ def _read_ini(path: Path, errors: list[str]) -> dict[str, dict[str, tuple[str, s
     for section in parser.sections():
         found[section] = {}
         for key in parser.options(section):
-            if key == "here":
+            if key in ("here", "shared"):
                 continue
             try:
                 found[section][key] = (parser.get(section, key), name)
@@ -185,6 +244,7 @@ def load_config(
     if local_file is None and environ.get(LOCAL_CONFIG_VAR):
         local_file = Path(environ[LOCAL_CONFIG_VAR])
 
+    shared = environ.get(SHARED_DIR_VAR) or str(config_dir.resolve().parent / "instance")
     errors: list[str] = []
     files = [config_dir / "base.ini", config_dir / f"{env}.ini"]
     if local_file is not None and local_file.exists():
@@ -194,7 +254,7 @@ def load_config(
         if not path.exists() and path != local_file:
             errors.append(f"{_display(path)}: missing")
             continue
-        for section, keys in _read_ini(path, errors).items():
+        for section, keys in _read_ini(path, errors, shared).items():
             where = keys and next(iter(keys.values()))[1] or _display(path)
             if section not in SCHEMA:
                 errors.append(f"{where}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
@@ -232,13 +292,22 @@ def load_config(
 
 
 def runtime_errors(config: Config) -> list[str]:
-    """What stops the app from serving, beyond the schema: prod needs a real secret key."""
+    """What stops the app from serving, beyond the schema: prod needs a real secret key{{ '' if cookiecutter.database == 'none' else ', and every
+    environment a database URL' }}."""
+    problems = []
     if config.env == "prod" and config["app"]["secret_key"] in PLACEHOLDER_SECRETS:
-        return [
+        problems.append(
             "[app] secret_key is missing or a placeholder for prod: set it in the host-local "
             f"file ({LOCAL_CONFIG_VAR}, shared/local.ini on a deployed host)"
-        ]
-    return []
+        )
+{%- if cookiecutter.database != "none" %}
+    if config["database"]["url"] == "":
+        problems.append(
+            f"[database] url is not set for {config.env}: set it on the host: make config-set SETTING=database.url "
+            f"(here: config/local.ini or {ENV_PREFIX}DATABASE_URL)"
+        )
+{%- endif %}
+    return problems
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The database, for real ({{ 'PostgreSQL, on a server the tests start' if cookiecutter.database == 'postgresql' else 'SQLite, a file in a temporary directory' }}): the
+migrations make exactly the tables the models describe, and /notes reads and writes them."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import inspect
+
+from {{ cookiecutter.package_name }} import create_app
+from {{ cookiecutter.package_name }}.config import ENV_PREFIX
+from {{ cookiecutter.package_name }}.models import MIGRATIONS, db
+
+{%- if cookiecutter.database == "postgresql" %}
+from conftest import require_postgresql
+
+require_postgresql()  # without PostgreSQL: one line saying what to install
+{%- endif %}
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def app(database_url, monkeypatch):
+    """The test app on its own database, its tables made by the migrations (as a deploy does)."""
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", database_url)
+    app = create_app("test")
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_migrations_make_the_tables_the_models_describe(app):
+    with app.app_context(), db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
+    assert differences == [], "the models and the migrations differ: flask db migrate -m '…' writes one"
+
+
+def test_migrations_go_down_and_up_again(app):
+    with app.app_context():
+        downgrade(revision="base")
+        assert "note" not in inspect(db.engine).get_table_names()
+        upgrade()
+        assert "note" in inspect(db.engine).get_table_names()
+
+
+def test_notes_are_written_and_read_back(app):
+    client = app.test_client()
+    assert client.get("/notes").get_json() == {"notes": []}
+    first = client.post("/notes", data={"text": "from a form"})
+    second = client.post("/notes", json={"text": "  from JSON  "})
+    assert (first.status_code, second.status_code) == (201, 201)
+    notes = client.get("/notes").get_json()["notes"]
+    assert [(n["id"], n["text"]) for n in notes] == [
+        (first.get_json()["id"], "from a form"),
+        (second.get_json()["id"], "from JSON"),
+    ]
+    assert notes[0]["created_at"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("body", [{"data": {}}, {"data": {"text": "  "}}, {"json": {"text": 3}},
+                                  {"json": ["text"]}, {"json": {"text": "x" * 1001}}],
+                         ids=["missing", "blank", "not-text", "not-an-object", "too-long"])
+def test_a_bad_note_is_refused_and_nothing_is_written(app, body):
+    client = app.test_client()
+    response = client.post("/notes", **body)
+    assert response.status_code == 400
+    assert "text" in response.get_json()["error"]
+    assert client.get("/notes").get_json() == {"notes": []}
+
+
+def test_notes_outlive_the_app(app):
+    app.test_client().post("/notes", data={"text": "kept"})
+    with app.app_context():
+        db.engine.dispose()
+    again = create_app("test")  # what a new release's workers do
+    assert [n["text"] for n in again.test_client().get("/notes").get_json()["notes"]] == ["kept"]
+
+
+def test_healthz_does_not_need_the_database(monkeypatch, tmp_path):
+    """The deploy's smoke boot checks /healthz before the release command migrates."""
+{%- if cookiecutter.database == "postgresql" %}
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", "postgresql://nobody@127.0.0.1:1/nothing")
+{%- else %}
+    monkeypatch.setenv(f"{ENV_PREFIX}DATABASE_URL", f"sqlite:///{tmp_path / 'never-migrated.sqlite3'}")
+{%- endif %}
+    assert create_app("test").test_client().get("/healthz").status_code == 200
+
+
+def test_migrations_are_in_the_package():
+    """So the wheel, and every release, carries them."""
+    assert Path(MIGRATIONS).parent == Path(create_app.__code__.co_filename).parent
+    assert sorted(p.name for p in Path(MIGRATIONS, "versions").glob("*.py"))[0] == "0001_initial.py"
+
+
+def test_flask_db_upgrade_works_as_the_release_command(database_url, tmp_path):
+    """What a deploy runs on the host: from another directory (the release's), with the
+    app found by --app and the migrations inside the package."""
+    env = {**os.environ, f"{ENV_PREFIX}ENV": "test", f"{ENV_PREFIX}DATABASE_URL": database_url,
+           f"{ENV_PREFIX}CONFIG_DIR": str(PROJECT / "config")}
+    flask = Path(sys.executable).with_name("flask")
+    command = [str(flask), "--app", "{{ cookiecutter.package_name }}", "db", "upgrade"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade  -> 0001" in result.stderr
