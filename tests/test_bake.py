@@ -118,7 +118,8 @@ def test_setup_py_metadata(baked):
     assert setup["version"] == expected["version"]
     assert setup["python_requires"] == f">={expected['python']}"
     assert setup["entry_points"]["console_scripts"] == [f"{package} = {package}.cli:main"]
-    assert setup["package_data"] == {package: ["templates/*", "static/*"]}
+    # the default database (sqlite) ships its migrations; test_database.py bakes the others
+    assert setup["package_data"] == {package: ["templates/*", "static/*", "migrations/*", "migrations/versions/*.py"]}
 
 
 def test_setup_py_runs_and_keeps_quoted_answers(baked):

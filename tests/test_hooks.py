@@ -230,3 +230,31 @@ def test_good_answers_pass_the_hook(cookies, answers):
 
     assert not isinstance(result.exception, FailedHookException)
     assert result.exit_code == 0, result.exception
+
+
+def test_a_database_outside_the_choices_is_refused_before_any_file(tmp_path):
+    """cookiecutter itself checks a choice variable given on the command line, before any
+    directory exists; its message names the field and the choices (after a traceback of its
+    own, which we cannot shorten: no hook or filter has run yet)."""
+    cli = Path(sys.executable).with_name("cookiecutter")
+    result = subprocess.run([cli, "--no-input", "--output-dir", tmp_path / "out", TEMPLATE, "database=mysql"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                            env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    assert "mysql provided for choice variable database, but the choices are ['sqlite', 'postgresql', 'none']" in (
+        result.stderr.splitlines()[-1])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("database", ["mysql", ""])
+def test_hook_alone_refuses_a_database_outside_the_choices(tmp_path, capfd, database):
+    """For a bake that skips cookiecutter's check: a hand-edited replay file."""
+    context = generate_context(context_file=str(TEMPLATE / "cookiecutter.json"), extra_context=GOOD)
+    cookiecutter = {key: value for key, value in context["cookiecutter"].items() if key != "__prompts__"}
+    cookiecutter.update(database=database, project_slug="my-app", package_name="my_app",
+                        __project_slug_checked="my-app")
+    with pytest.raises(FailedHookException):
+        generate_files(TEMPLATE, {"cookiecutter": cookiecutter}, output_dir=tmp_path)
+
+    assert f"database {database!r} is not valid: use sqlite, postgresql or none." in capfd.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -297,7 +298,9 @@ def test_offline_install_from_the_release_wheels(release, baked_project, tmp_pat
     assert checked.stdout.splitlines() == ["dev: ok", "test: ok", "prod: ok"]
     listed = subprocess.run([*pip, "list", "--format=freeze"], **run).stdout.split()
     installed = {(normalise(n), v) for n, v in (line.split("==") for line in listed)}
-    assert installed == {wheel_id(p.name) for p in wheels.glob("*.whl") if not p.name.startswith("pip-")}
+    shipped = {wheel_id(p.name) for p in wheels.glob("*.whl") if not p.name.startswith("pip-")}
+    # tomli ships for a Python 3.10 host, where alembic imports it; pip installs it only there.
+    assert installed == {w for w in shipped if not (w[0] == "tomli" and sys.version_info >= (3, 11))}
 
 
 # --- make help and make variables ---------------------------------------------------
