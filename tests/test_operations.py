@@ -12,7 +12,6 @@ import select
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from harness.app import make, new_app, output

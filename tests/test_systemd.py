@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import missing
 from harness.app import make, new_app, wait_for
+from harness.load import Load
 from harness.systemd import USER, SystemdServer, rootfs, unavailable
 
 PORT = 8000
@@ -96,48 +96,6 @@ class Served:
     @property
     def guest_dir(self) -> str:
         return "/" + str(self.dir.relative_to(self.server.root))
-
-
-class LoadOn:
-    """Bounded load on one address: new connection per request, counts answers and failures."""
-
-    def __init__(self, address: str, path: str = "/healthz", threads: int = 6, max_seconds: float = 120) -> None:
-        self.address, self.path, self.threads, self.max_seconds = address, path, threads, max_seconds
-        self.ok = self.failed = 0
-        self.failures: list[str] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                status, _ = get(self.address, self.path, timeout=10)
-                good = status == 200
-                error = "" if good else f"HTTP {status}"
-            except OSError as exc:
-                good, error = False, str(exc)
-            with self._lock:
-                if good:
-                    self.ok += 1
-                else:
-                    self.failed += 1
-                    if len(self.failures) < 20:
-                        self.failures.append(error)
-
-    def __enter__(self) -> LoadOn:
-        for worker in self._workers:
-            worker.start()
-        deadline = time.monotonic() + 30
-        while self.ok < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(15)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +178,8 @@ def test_after_a_reboot_it_serves_the_same_release_with_no_make(as_user):
 def test_a_redeploy_under_load_fails_no_request_and_the_unit_follows(as_user):
     app = as_user
     old = app.current()
-    with LoadOn(app.server.address) as load:
+    with Load(PORT, threads=6, host=app.server.address) as load:
+        load.wait_for(ok=20)
         result = app.make("deploy")
         time.sleep(1)
     assert load.failed == 0, (load.failures, result.stdout)
@@ -265,7 +224,8 @@ def test_logs_rotate_under_load_without_losing_a_line(as_user):
     log = app.dir / "shared/log"
     marker = f"/?rotation={int(time.time())}"
     app.make("restart", LOG_MAX_KB="1")  # the unit now rotates past 1 KiB
-    with LoadOn(app.server.address, path=marker, threads=4, max_seconds=60) as load:
+    with Load(PORT, threads=4, path=marker, max_seconds=60, host=app.server.address) as load:
+        load.wait_for(ok=20)
         for _ in range(5):
             time.sleep(0.6)
             app.systemctl(f"start {app.unit.replace('.service', '-logs.service')}")
@@ -344,7 +304,8 @@ def test_trixie_serves_a_release_for_its_python_and_after_a_reboot(servers, bake
     to_ssh = app.server.reboot()
     app.wait_serving(10 + to_ssh, release)
     TIMINGS.append(f"trixie reboot to serving: {time.monotonic() - started:.1f}s")
-    with LoadOn(app.server.address) as load:
+    with Load(PORT, threads=6, host=app.server.address) as load:
+        load.wait_for(ok=20)
         app.make("deploy")
     assert load.failed == 0, load.failures
     shown = app.show(app.unit, "MainPID", "ActiveState")

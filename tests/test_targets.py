@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import bake, make
-from harness.app import App, healthz, output, tree
-from harness.sshd import PrivateSshd, free_port, python_host_env
+from harness.app import App, healthz, new_app, output, tree
+from harness.sshd import PrivateSshd, python_host_env
 
 HOST_PYTHONS = ["3.10", "3.12", "3.13"]
 
@@ -34,12 +34,6 @@ def python_hosts(tmp_path_factory, sshd_host):  # sshd_host: sshd is installed
     finally:
         for host in hosts.values():
             host.stop()
-
-
-def new_app(project: Path, host: PrivateSshd, tmp_path_factory, request) -> App:
-    app = App(project, host, tmp_path_factory.mktemp("host") / "app", free_port())
-    request.addfinalizer(app.stop_everything)
-    return app
 
 
 def local_target(project: Path) -> str:

@@ -8,27 +8,33 @@
 
 Every request opens a new connection (``Connection: close``), so each one goes
 through accept() on the listening socket, which is what a hand-over changes. It
-only ever targets 127.0.0.1 and it stops by itself after ``max_seconds`` or
-``max_requests``, whichever comes first, even if nobody calls stop().
+only ever targets 127.0.0.1 or a test host the tests made (the namespace hosts'
+10.213.0.0/24, the systemd servers' 10.231.0.0/16), and it stops by itself after
+``max_seconds`` or ``max_requests``, whichever comes first, even if nobody calls stop().
 """
 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import threading
 import time
 from types import TracebackType
 
-HOST = "127.0.0.1"  # never anything else
+HOST = "127.0.0.1"
+TEST_NETWORKS = ("127.0.0.0/8", "10.213.0.0/24", "10.231.0.0/16")  # ours: loopback and the tests' hosts
 
 
 class Load:
     def __init__(self, port: int, threads: int = 8, path: str = "/healthz",
                  max_seconds: float = 120.0, max_requests: int | None = None,
-                 timeout: float = 10.0, pause: float = 0.0) -> None:
+                 timeout: float = 10.0, pause: float = 0.0, host: str = HOST) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"bad port {port}")
+        if not any(ipaddress.ip_address(host) in ipaddress.ip_network(net) for net in TEST_NETWORKS):
+            raise ValueError(f"{host} is not loopback or a test host of ours: no load goes there")
+        self.host = host
         self.port = port
         self.threads = threads
         self.path = path
@@ -80,7 +86,7 @@ class Load:
         began = time.monotonic()
         error: str | None = None
         release: str | None = None
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
             conn.request("GET", self.path, headers={"Connection": "close"})
             response = conn.getresponse()
