@@ -869,11 +869,17 @@ cmd_noop() { :; }  # make shell and config-set send this script first, then run 
 # config-set, config-unset: edit shared/local.ini through the app's own schema check
 # (the value comes on stdin, never on a command line), then hand over to a fresh master.
 edit_local() {  # config-set|config-unset section.key
-    need_current
     [ -n "${2:-}" ] || die "usage: make $1 SETTING=section.key"
     lock "$1"
     ensure_local_ini
-    dir=$(current_dir)
+    # The app's own schema checks the value: the current release's, or before the first
+    # deploy the newest one make copy installed (a database URL must be there first).
+    dir=$( [ -L "$CURRENT" ] && current_dir || true)
+    if [ -z "$dir" ]; then
+        newest=$(finished_releases | tail -n 1)
+        [ -n "$newest" ] || die "no release is on this host yet: run make copy first (the value is checked with the app's own schema), then make $1, then make deploy"
+        dir=$RELEASES/$newest
+    fi
     (cd "$dir" && $AS_APP "$dir/venv/bin/$PACKAGE" "$1" "$2" --env "$APP_ENV" --local "$SHARED/local.ini") || exit 1
     ensure_app_user
     if master_pid >/dev/null; then restart_current; fi

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ENVIRONMENTS, SCHEMA, ConfigError, is_secret, load_config, runtime_errors
+from .config import ENVIRONMENTS, SCHEMA, ConfigError, hide_password, is_secret, load_config, runtime_errors
 
 LOCAL_HEADER = "# Host-local settings, never overwritten by a deploy (make config-set / config-unset).\n"
 
@@ -103,11 +103,29 @@ def config_show(env: str, local: Path | None) -> int:
         print(f"[{section}]")
         for key in keys:
             value = config[section][key]
-            shown = "******** (secret)" if is_secret(key) and value != "" else value
+            shown = "******** (secret)" if is_secret(key) and value != "" else hide_password(str(value))
             print(f"{key} = {shown}".rstrip() + f"    # {config.origins[(section, key)]}")
     return 0
 
 
+{% if cookiecutter.database != "none" -%}
+def database_backup(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    from . import backup
+
+    try:
+        if args.command == "db-backup":
+            print(backup.backup(args.env, args.to))
+        else:
+            print(backup.restore(args.env, args.source))
+    except (backup.BackupError, ConfigError, sqlite3.Error, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+{% endif -%}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     show = commands.add_parser("config-show", help="the effective config, secret values masked")
     show.add_argument("--env", choices=ENVIRONMENTS, required=True)
     show.add_argument("--local", type=Path)
+{%- if cookiecutter.database != "none" %}
+    backup = commands.add_parser("db-backup", help="back up the database of --env into FILE (remote.sh)")
+    backup.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    backup.add_argument("--to", type=Path, required=True)
+    restore = commands.add_parser("db-restore", help="replace the database of --env with a backup (remote.sh)")
+    restore.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    restore.add_argument("--from", dest="source", type=Path, required=True)
+{%- endif %}
     args = parser.parse_args(argv)
     if args.command == "config-set":
         return config_set(args)
@@ -132,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         return edit_local(args.env, args.local, *parse_setting(args.setting), None)
     if args.command == "config-show":
         return config_show(args.env, args.local)
+{%- if cookiecutter.database != "none" %}
+    if args.command in ("db-backup", "db-restore"):
+        return database_backup(args)
+{%- endif %}
     envs = [args.env] if args.env else list(ENVIRONMENTS)
     return check_config(envs, args.config_dir, args.local, args.runtime)
 
