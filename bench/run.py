@@ -175,15 +175,27 @@ def measure_upload_floor(host: PrivateSshd, work: Path, tarball: Path) -> None:
 def deploy_row(label: str, total: float, out: str) -> None:
     host = parse_ms(out, "host")
     install = parse_ms(out, "install")
-    steps = ", ".join(f"{m.group(1)} {float(m.group(2)):.2f}" for m in
-                      re.finditer(r"^\s*(check-config|test|pack|install|smoke_boot|switch|handover|prune): ([\d.]+)s\s*$",
-                                   out, re.M))
+    found = {m.group(1): float(m.group(2)) for m in
+             re.finditer(r"^\s*(local|pack|install|smoke_boot|release_command|switch|handover|prune): ([\d.]+)s\s*$",
+                          out, re.M)}
+    steps = ", ".join(f"{name} {value:.2f}" for name, value in found.items())
     floor = floors["test"] + floors["wheel"] + floors["upload"] + floors["install"]
     row(f"{label}: total", secs(total),
         f"{against(total, floor)}: pytest alone + the wheel alone + scp of the tarball + the install floor; "
         f"local {secs(total - host)}, host {secs(host)} (steps in s: {steps})")
     row(f"{label}: host `install:` step", secs(install),
         f"{against(install, floors['install'])}: {floors.notes['install']}")
+    if "local" in found:
+        row(f"{label}: local side (test and pack)", secs(found["local"]),
+            against(found["local"], floors["make test"], "`make test` alone"))
+    if "smoke_boot" in found:
+        # The floor of the host side: one app boot for the smoke test and one for the new
+        # master; the smoke boot step measures one boot in this very deploy.
+        boots = 2 * found["smoke_boot"]
+        migrate = found.get("release_command", 0.0)
+        row(f"{label}: host side", secs(host),
+            f"{against(host, boots, 'two app boots')}; without the release command's "
+            f"{secs(migrate)} (migrations, not part of that floor): {against(host - migrate, boots, 'two app boots')}")
 
 
 # --- the hand-over under load -------------------------------------------------------------------
@@ -428,6 +440,7 @@ def main() -> int:
             f"{against(took, floor)}: `python3 -m venv` alone; the rest is pip install of requirements-dev.txt")
         project.make("test")
         took, _ = project.make("test")
+        floors.values["make test"] = took  # the local side of a deploy is set against it
         floors.values["test"], _ = run([str(path / ".venv/bin/python"), "-m", "pytest", "-q"], path)
         row("`make test` (warm)", secs(took), f"{against(took, floors['test'])}: pytest alone; "
             "`make test` adds check-config for every env")
