@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import missing
+from conftest import bake, missing
 from harness.app import Fleet, make, output, port_open, table, targets
 from harness.load import Load
 from harness.netns import NamespaceHosts, unavailable
@@ -48,8 +48,12 @@ def hosts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fleet(hosts, baked_project) -> Fleet:  # hosts first: skip before baking
-    return Fleet(baked_project, hosts, port=PORT, timings=TIMINGS)
+def fleet(hosts, tmp_path_factory) -> Fleet:  # hosts first: skip before baking
+    # database=none: a SQLite project refuses several hosts (each would have its own data)
+    project = bake(tmp_path_factory.mktemp("fleet-bake"), database="none")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    make(project, "venv")
+    return Fleet(project, hosts, port=PORT, timings=TIMINGS)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def app(baked_project, sshd_host, tmp_path_factory, request):
 
 def uploaded(app) -> tuple[int, list[str]]:
     """Size and wheels of what the last deploy sent (the lean tarball scp copied)."""
-    (lean,) = (app.project / "build" / "hosts").glob("*.upload.tar.gz")
+    lean = app.project / "build" / "hosts" / f"{app.host.host_alias}.upload.tar.gz"
     with tarfile.open(lean) as tar:
         wheels = sorted(Path(n).name for n in tar.getnames() if "/wheels/" in n)
     return lean.stat().st_size, wheels

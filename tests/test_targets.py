@@ -85,15 +85,19 @@ def test_a_second_pack_for_a_target_downloads_nothing(baked_project):
     listing = baked_project / "build" / "wheelhouse" / f"{target}.txt"
     listed = listing.stat().st_mtime_ns
     again = make(baked_project, "pack", PACK_TARGET=target)
-    assert f"{target}: 9 wheels (0 downloaded)" in again.stdout, again.stdout
+    count = len(listing.read_text().split()) - 1  # the first word is the key
+    assert f"{target}: {count} wheels (0 downloaded)" in again.stdout, again.stdout
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
     assert listing.stat().st_mtime_ns == listed  # pip was not even asked
 
-    # A new target downloads only what it lacks: its own build of MarkupSafe.
+    # A new target downloads only what it lacks: its own builds of the compiled wheels
+    # (MarkupSafe's, and SQLAlchemy's and greenlet's in a database project).
+    compiled = [n for n in listing.read_text().split()[1:] if not n.endswith("-none-any.whl")]
     arm = make(baked_project, "pack", PACK_TARGET="cp313-manylinux_2_39_aarch64")
-    assert "cp313-manylinux_2_39_aarch64: 9 wheels (1 downloaded)" in arm.stdout, arm.stdout
-    (new,) = set(os.listdir(cache)) - set(before)
-    assert new.startswith("markupsafe-") and "cp313" in new and new.endswith("aarch64.whl")
+    assert f"cp313-manylinux_2_39_aarch64: {count} wheels ({len(compiled)} downloaded)" in arm.stdout, arm.stdout
+    new = set(os.listdir(cache)) - set(before)
+    assert {n.split("-")[0] for n in new} == {n.split("-")[0] for n in compiled}
+    assert all("cp313" in n and n.endswith("aarch64.whl") for n in new), new
 
 
 def test_several_targets_in_one_pack_share_what_they_can(baked_project):
@@ -104,7 +108,7 @@ def test_several_targets_in_one_pack_share_what_they_can(baked_project):
     # the same wheels for glibc 2.36 and 2.39: one tarball, named by what the wheels need
     assert packed["cp312-manylinux_2_36_x86_64"] == packed["cp312-manylinux_2_39_x86_64"]
     assert packed["cp312-manylinux_2_36_x86_64"] != packed["cp313-manylinux_2_36_x86_64"]
-    assert all(re.search(r"-cp31[23]-manylinux_2_17_x86_64\.tar\.gz$", p) for p in packed.values()), result.stdout
+    assert all(re.search(r"-cp31[23]-manylinux_2_\d+_x86_64\.tar\.gz$", p) for p in packed.values()), result.stdout
 
 
 def test_a_host_older_than_the_minimum_is_refused_before_any_upload(baked_project, python_hosts,

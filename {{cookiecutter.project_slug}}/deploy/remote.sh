@@ -443,12 +443,21 @@ stop_handover_child() {  # pid of the running master
     stop_pid "$child" "$STOP_TIMEOUT"
 }
 
+# Every gunicorn process started from release $1 (masters and workers, even one whose
+# pidfile is gone: a master that halts removes its pidfile before it has exited).
+release_pids() {
+    for proc in /proc/[0-9]*; do
+        if tr '\0' ' ' 2>/dev/null <"$proc/cmdline" | grep -qF "$RELEASES/$1/venv/bin/gunicorn "; then echo "${proc#/proc/}"; fi
+    done
+}
+
 # Nothing ran before: start the new release; if it cannot serve, mark it refused and, on
 # a first deploy, leave no `current` pointing at it (on_exit restores an earlier one).
 start_fresh() {  # release id now current
     start_master && return 0
     stop_service
     if pid=$(master_pid); then stop_pid "$pid" "$STOP_TIMEOUT"; fi
+    for pid in $(release_pids "$1"); do stop_pid "$pid" 5; done
     : >"$RELEASES/$1/.refused"
     if [ -z "${SWITCHED_FROM:-}" ]; then rm -f "$CURRENT"; fi
     tail_log "$LOG/gunicorn.log"
@@ -460,12 +469,18 @@ start_fresh() {  # release id now current
 handover() {  # release id now current
     old=$(master_pid) || { start_fresh "$1"; return; }
     stop_handover_child "$old"
-    # The last hand-over's old master may still be draining; until it is gone gunicorn
-    # ignores USR2 in its successor ("Parent master exists"), so wait for it here, not there.
-    parent=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$old/status" 2>/dev/null || true)
-    if is_master "$parent"; then
-        say "  waiting for the previous master (pid $parent) to finish its requests"
-        wait_gone "$parent" "$((STOP_TIMEOUT + 5))" || kill -KILL "$parent" 2>/dev/null || true
+    # The last hand-over's old master may still be draining: until it is gone and the
+    # running master has seen so (it then renames gunicorn.pid.2 over gunicorn.pid: the
+    # .2 file goes), gunicorn ignores USR2 ("Parent master exists"). Wait for that here.
+    if [ "$(cat "$PIDFILE.2" 2>/dev/null || true)" = "$old" ]; then
+        parent=$(sed -n 's/^PPid:[[:space:]]*//p' "/proc/$old/status" 2>/dev/null || true)
+        if is_master "$parent"; then say "  waiting for the previous master (pid $parent) to finish its requests"; fi
+        i=0
+        while [ "$(cat "$PIDFILE.2" 2>/dev/null || true)" = "$old" ] && [ "$i" -lt $(((STOP_TIMEOUT + 10) * 20)) ]; do
+            if [ "$i" = $(((STOP_TIMEOUT + 5) * 20)) ] && is_master "$parent"; then kill -KILL "$parent" 2>/dev/null || true; fi
+            sleep 0.05
+            i=$((i + 1))
+        done
     fi
     if [ "$SERVICE" != daemon ] && ! in_unit "$old"; then
         # A master started outside the unit (before systemd was usable here) cannot hand
