@@ -312,11 +312,11 @@ def wrk(port: int, close: bool) -> dict[str, float]:
 # others run the release's own deploy/gunicorn.conf.py (access log on, like the deployed
 # app) with only workers, threads and worker class changed on the command line.
 SETTINGS: list[tuple[str, list[str] | None]] = [
-    ("deployed: prod.ini, workers=2, threads=2 (gthread)", None),
+    ("deployed: prod.ini, workers=2, threads=4 (gthread)", None),
     ("`gunicorn <pkg>.wsgi:app` defaults: 1 sync worker, no access log", []),
     ("workers=3, sync", ["--workers", "3", "--threads", "1", "--worker-class", "sync"]),
     ("workers=4, sync", ["--workers", "4", "--threads", "1", "--worker-class", "sync"]),
-    ("workers=2, threads=4 (gthread)", ["--workers", "2", "--threads", "4", "--worker-class", "gthread"]),
+    ("workers=2, threads=2 (gthread)", ["--workers", "2", "--threads", "2", "--worker-class", "gthread"]),
 ]
 
 
