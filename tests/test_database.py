@@ -87,7 +87,7 @@ def test_database_project_has_model_migration_and_pins(bakes, variant):
         variant == "sqlite")
     assert pinned["sqlalchemy"].startswith("2.0.")  # 2.1 needs Python 3.11; the minimum is 3.10
     base = ini(project, "base.ini")
-    assert base.get("deploy", "release_command") == f"flask --app {PACKAGE} db upgrade"
+    assert base.get("deploy", "release_command") == f"{PACKAGE} migrate"
     assert base.get("database", "url") == "sqlite:///%(here)s/../instance/dev.sqlite3"
     assert "instance/" in (project / ".gitignore").read_text().splitlines()
 

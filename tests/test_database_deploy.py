@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +19,22 @@ from pathlib import Path
 import pytest
 from conftest import bake, make, missing
 from harness.app import new_app, output
+
+# Changes no table (the project's own tests compare models and migrations): data only.
+DATA_MIGRATION = '''"""touch every note"""
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    op.execute("UPDATE note SET text = text")
+
+
+def downgrade():
+    pass
+'''
 
 # Passes the project's own tests, fails on the host: as a migration does that meets prod data.
 BROKEN_MIGRATION = '''"""a migration that fails on the host only"""
@@ -72,18 +89,44 @@ def test_sqlite_lives_in_shared_and_outlives_redeploys_rollbacks_and_prunes(app)
     result = app.deploy()
     assert notes(app) == ["one"]
     second = app.current()
-    assert f"{second}.backup" in backups(app)  # taken before the migration of this deploy
-    assert re.search(rf"backed up {re.escape(str(database))} to .*/shared/backups/{second}\.backup", result.stdout)
+    # no migration pending: `migrate` says so, and no backup is taken
+    assert "nothing to migrate, no backup taken" in result.stdout, output(result)
+    assert f"{second}.backup" not in backups(app)
     add_note(app, "two")
     app.make("rollback")
     assert app.current() == first and notes(app) == ["one", "two"]
-    for _ in range(2):  # KEEP_RELEASES=2: the older releases go, and their backups with them
+    for _ in range(2):  # KEEP_RELEASES=2
         app.make("deploy", KEEP_RELEASES="2")
     assert notes(app) == ["one", "two"]
     kept = {p.name for p in (app.dir / "releases").iterdir()}
     assert len(kept) == 2 and second not in kept
-    assert all(name.removesuffix(".backup") in kept for name in backups(app)), (backups(app), kept)
     assert database.is_file()
+
+
+def test_a_migration_is_backed_up_first_and_the_backup_pruned_with_its_release(baked_project, sshd_host,
+                                                                               tmp_path_factory, request):
+    app = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    app.deploy()
+    add_note(app, "before 0002")
+    database = app.dir / "shared" / "data" / "my_flask_app.sqlite3"
+    extra = baked_project / "src" / "my_flask_app" / "migrations" / "versions" / "0002_touch.py"
+    extra.write_text(DATA_MIGRATION)
+    try:
+        result = app.deploy()
+        migrated = app.current()
+        assert "Running upgrade 0001 -> 0002" in output(result), output(result)
+        assert re.search(rf"backed up {re.escape(str(database))} to .*/shared/backups/{migrated}\.backup", result.stdout)
+        assert backups(app) == [f"{migrated}.backup"]
+        with sqlite3.connect(app.dir / "shared" / "backups" / f"{migrated}.backup") as saved:  # taken before 0002
+            assert saved.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        again = app.deploy()
+        assert "nothing to migrate" in again.stdout and backups(app) == [f"{migrated}.backup"]
+        for _ in range(2):  # KEEP_RELEASES=2: the migrated release goes, and its backup with it
+            app.make("deploy", KEEP_RELEASES="2")
+        assert migrated not in {p.name for p in (app.dir / "releases").iterdir()}
+        assert backups(app) == [] and notes(app) == ["before 0002"]
+    finally:
+        extra.unlink()
 
 
 def test_db_backup_and_a_confirmed_restore_bring_the_data_back(app):
@@ -166,10 +209,11 @@ def test_postgresql_url_set_on_the_host_migrates_and_keeps_data(pg_project, post
                    check=True, capture_output=True, text=True)
     result = app.deploy()
     assert "Running upgrade  -> 0001" in output(result), output(result)
+    assert f"{app.current()}.backup" in backups(app), result.stdout  # pg_dump, before the migration
     add_note(app, "kept in postgres")
     again = app.deploy()
     assert notes(app) == ["kept in postgres"]
-    assert f"{app.current()}.backup" in backups(app), again.stdout  # pg_dump, before the migration
+    assert "nothing to migrate, no backup taken" in again.stdout and len(backups(app)) == 1, output(again)
     shown = app.make("config-show").stdout
     assert "pw-" not in shown and re.search(r"^url = postgresql\+psycopg://postgres:\*\*\*@127\.0\.0\.1", shown, re.M), shown
     for release in (app.dir / "releases").iterdir():  # the URL is only on the host

@@ -1,13 +1,15 @@
 """The fast install of a release's venv, for remote.sh, when only the app's own wheel changed.
 
-    new/venv/bin/python install.py OLD_VENV NEW_VENV APP_WHEEL
+    new/venv/bin/python -S install.py OLD_VENV NEW_VENV APP_WHEEL
 
 remote.sh calls it only when every dependency wheel is byte for byte (sha256) the one the
-running release installed, for the same Python. Then pip has nothing to decide: this copies
-the old venv's site-packages but the app itself (copies, never links: no two releases share
-a file that can change), rewrites the copied scripts' `#!` to the new venv's python, and
-unpacks the app's wheel (pure Python, ours) with its console scripts. About 0.1 s, against
-about 2 s for pip. Standard library only.
+running release installed, for the same Python, and after it has copied the old venv's
+site-packages into the new venv (`cp -pPR`: copies, never links, so no two releases share a
+file that can change). Then pip has nothing to decide: this removes the old release of the
+app from the copy, unpacks the app's wheel (pure Python, ours), writes its console scripts,
+and gives the new venv the old one's other scripts (gunicorn, flask, …) with `#!` pointing
+at the new venv's python. A few hundredths of a second, against about 2 s for pip.
+Standard library only (run with -S).
 """
 from __future__ import annotations
 
@@ -34,13 +36,9 @@ def main(old_venv: Path, new_venv: Path, app_wheel: Path) -> int:
         app_entries = {name.split("/", 1)[0] for name in names}
         dist_info = next(entry for entry in app_entries if entry.endswith(".dist-info"))
         project = dist_info.rsplit("-", 1)[0]  # my_flask_app-0.1.0.dist-info -> my_flask_app
-        for entry in old_site.iterdir():
+        for entry in new_site.iterdir():  # the old release of the app itself, copied with the rest
             if entry.name in app_entries or (entry.name.endswith(".dist-info") and entry.name.rsplit("-", 1)[0] == project):
-                continue  # the old release of the app itself
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.copytree(entry, new_site / entry.name, symlinks=True)
-            else:
-                shutil.copy2(entry, new_site / entry.name, follow_symlinks=False)
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         wheel.extractall(new_site)
         entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode() if f"{dist_info}/entry_points.txt" in names else ""
 

@@ -117,8 +117,8 @@ release_time() { echo "${1##*-}"; }
 finished_releases() {
     for dir in "$RELEASES"/*/; do
         [ -d "$dir" ] && [ ! -e "$dir.unfinished" ] && [ ! -e "$dir.refused" ] || continue
-        id=$(basename "$dir")
-        echo "$(release_time "$id") $id"
+        id=${dir%/} && id=${id##*/}  # no basename: prune lists them three times
+        echo "${id##*-} $id"
     done | sort | cut -d' ' -f2
 }
 
@@ -220,35 +220,41 @@ version_below() {  # a b: is version a (major.minor) older than b?
     [ "${1%%.*}" -lt "${2%%.*}" ] || { [ "${1%%.*}" -eq "${2%%.*}" ] && [ "${1#*.}" -lt "${2#*.}" ]; }
 }
 
-# Refuse, before unpacking, a release this host's Python cannot install: too old for the
-# project, or another Python or platform than the release's wheels were built for.
-check_fits() {  # tarball
-    info=$(tar -xzOf "$1" --wildcards '*/RELEASE' 2>/dev/null) || die "upload $(basename "$1") has no RELEASE file; nothing was installed"
-    minimum=$(echo "$info" | sed -n 's/^python=>=//p')
-    needs=$(echo "$info" | sed -n 's/^target=//p')
-    have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
-        die "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
+# Refuse a release this host's Python cannot install: too old for the project, or another
+# Python or platform than its wheels were built for. Reads the unpacked release (unpacking
+# a lean upload costs milliseconds; two reads of the tarball cost a tenth of a second).
+# Also makes PYTHON the interpreter itself: a pyenv shim costs ~60 ms on every start.
+check_fits() {  # unpacked dir
+    [ -f "$1/RELEASE" ] || refuse_upload "$1" "upload $upload_name has no RELEASE file; nothing was installed"
+    minimum=$(sed -n 's/^python=>=//p' "$1/RELEASE")
+    needs=$(sed -n 's/^target=//p' "$1/RELEASE")
+    found=$("$PYTHON" -c 'import sys; print("%d.%d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))' 2>/dev/null) ||
+        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
+    have=${found%% *}
+    if [ -n "${found#* }" ] && [ -x "${found#* }" ]; then PYTHON=${found#* }; fi
     if [ -n "$minimum" ] && version_below "$have" "$minimum"; then
-        rm -f "$1"
-        die "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum); nothing was installed"
+        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum); nothing was installed"
     fi
     [ -n "$needs" ] || return 0  # a release packed before targets existed
-    if ! tar -xzOf "$1" --wildcards '*/deploy/target.py' | "$PYTHON" - fits "$needs"; then
-        rm -f "$1"
-        exit 1
-    fi
+    "$PYTHON" -S "$1/deploy/target.py" fits "$needs" || refuse_upload "$1" ""
+}
+
+refuse_upload() {  # unpacked dir, sentence (empty: already said): nothing stays behind
+    rm -rf "$1" "$tarball"
+    if [ -n "$2" ]; then die "$2"; fi
+    exit 1
 }
 
 # Verify the upload, unpack it into releases/<id>, build its venv offline; sets RELEASE_ID.
 install_release() {  # tarball-name sha256
-    tarball=$APP_DIR/.incoming/$1
+    upload_name=$1 tarball=$APP_DIR/.incoming/$1
     [ -f "$tarball" ] || die "upload $1 is not in $APP_DIR/.incoming"
     actual=$(sha256sum "$tarball" | cut -d' ' -f1)
     [ "$actual" = "$2" ] || die "upload $1 is incomplete or corrupt (sha256 mismatch); nothing was installed"
-    check_fits "$tarball"
     unpack=$APP_DIR/.incoming/unpack.$$
     rm -rf "$unpack" && mkdir "$unpack"
-    tar -xzf "$tarball" -C "$unpack" --strip-components=1 || die "cannot unpack $1"
+    tar -xzf "$tarball" -C "$unpack" --strip-components=1 || refuse_upload "$unpack" "cannot unpack $1; nothing was installed"
+    check_fits "$unpack"
     fill_from_cache "$unpack"
     if ! failed=$(cd "$unpack" && sha256sum --check --quiet --strict SHA256SUMS 2>&1); then
         drop_bad_cache_entries "$unpack" "$failed"
@@ -262,8 +268,8 @@ install_release() {  # tarball-name sha256
     # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
     # wheel, and pip runs straight from it. When only the app's wheel changed, no pip at all.
     "$PYTHON" -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
-    if previous=$(reusable_venv "$dir") && "$dir/venv/bin/python" "$dir/deploy/install.py" "$previous/venv" \
-        "$dir/venv" "$(app_wheel "$dir")"; then
+    if previous=$(reusable_venv "$dir") && copy_site_packages "$previous/venv" "$dir/venv" &&
+        "$dir/venv/bin/python" -S "$dir/deploy/install.py" "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
         finish_install "$dir"
         say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): copied, no pip)"
         return 0
@@ -276,6 +282,16 @@ install_release() {  # tarball-name sha256
         die "offline install of $DIST $version into $dir/venv failed"
     finish_install "$dir"
     say "  installed release $RELEASE_ID"
+}
+
+# The running release's site-packages into the new venv: copies (cp -p keeps the
+# times, so their .pyc files stay valid), never links; install.py then swaps the app.
+copy_site_packages() {  # old venv, new venv
+    for old_site in "$1"/lib/python*/site-packages; do
+        new_site=$2/lib/$(basename "$(dirname "$old_site")")/site-packages
+        [ -d "$new_site" ] || return 1
+        cp -pPR "$old_site/." "$new_site/" || return 1
+    done
 }
 
 finish_install() {  # release dir: complete; its wheels join the cache
@@ -511,20 +527,25 @@ handover() {  # release id now current
 
 # The release's [deploy] release_command (migrations, say), in its venv and directory with
 # the target's config, after the smoke boot and before the switch, under the lock. A
-# rollout runs it on its first host only (SKIP_RELEASE_COMMAND on the others).
+# rollout runs it on its first host only (SKIP_RELEASE_COMMAND on the others). The
+# database's backup before a migration is the command's to take (`<package> migrate`
+# takes one only when a migration is pending), into <VARS>_BACKUP_FILE.
 release_command() {  # release id
     dir=$RELEASES/$1
-    command=$(cd "$dir" && "$dir/venv/bin/python" -c "import sys; from $PACKAGE.config import load_config
-print(load_config(sys.argv[1])['deploy']['release_command'])" "$APP_ENV") ||
+    # config.py as a script is standard library only: no app import to read one setting.
+    command=$(cd "$dir" && for config in "$dir"/venv/lib/python*/site-packages/"$PACKAGE"/config.py; do
+        "$dir/venv/bin/python" -S "$config" get "$APP_ENV" deploy release_command; done) ||
         die "cannot read [deploy] release_command of $1"
     [ -n "$command" ] || return 0
     if [ -n "${SKIP_RELEASE_COMMAND:-}" ]; then say "  release_command: not here (it ran on the first host)"; return 0; fi
-    backup_database "$dir" "$1"  # before the migration the release command may run
+    backup=$SHARED/backups/$1.backup
+    mkdir -p "$SHARED/backups"
+    if [ "$SERVICE" = system ]; then chown "$APP_USER:" "$SHARED/backups"; fi
     say "  release_command: $command"
-    if ! (cd "$dir" && PATH="$dir/venv/bin:$PATH" $AS_APP sh -c "$command"); then
+    if ! (cd "$dir" && export "${VARS}_BACKUP_FILE=$backup" PATH="$dir/venv/bin:$PATH" && $AS_APP sh -c "$command"); then
         : >"$dir/.refused"
         restore_hint=
-        if [ -n "$BACKUP" ]; then restore_hint="; the database was backed up before it: if the command left it half-changed, make db-restore BACKUP=$BACKUP CONFIRM=1"; fi
+        if [ -f "$backup" ]; then restore_hint="; the database was backed up before it: if the command left it half-changed, make db-restore BACKUP=$(basename "$backup") CONFIRM=1"; fi
         die "the release command ($command) failed for $1: nothing was switched, and what ran before runs unchanged$restore_hint"
     fi
 }
@@ -946,10 +967,7 @@ cmd_prune() {
     prune_backups
     # the wheel cache keeps what a release still on the host brought
     cat "$RELEASES"/*/SHA256SUMS 2>/dev/null | awk '$2 ~ /^wheels\// { print $1 }' | sort -u >"$WHEELS/.keep.$$"
-    for file in "$WHEELS"/*; do
-        [ -f "$file" ] || continue
-        grep -qx "$(basename "$file")" "$WHEELS/.keep.$$" || rm -f "$file"
-    done
+    (cd "$WHEELS" && find . -maxdepth 1 -type f ! -name '.*' | sed 's|^\./||' | grep -vxF -f ".keep.$$" | xargs rm -f --)
     rm -f "$WHEELS/.keep.$$"
     find "$APP_DIR/.incoming" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
 }

@@ -99,13 +99,29 @@ def test_migrations_are_in_the_package():
     assert sorted(p.name for p in Path(MIGRATIONS, "versions").glob("*.py"))[0] == "0001_initial.py"
 
 
-def test_flask_db_upgrade_works_as_the_release_command(database_url, tmp_path):
-    """What a deploy runs on the host: from another directory (the release's), with the
-    app found by --app and the migrations inside the package."""
+def test_migrate_is_the_release_command_and_backs_up_only_before_a_migration(database_url, tmp_path):
+    """What a deploy runs on the host, from another directory (the release's): the pending
+    migrations after a backup; with none pending, nothing at all, not even a backup."""
     env = {**os.environ, f"{ENV_PREFIX}ENV": "test", f"{ENV_PREFIX}DATABASE_URL": database_url,
            f"{ENV_PREFIX}CONFIG_DIR": str(PROJECT / "config")}
-    flask = Path(sys.executable).with_name("flask")
-    command = [str(flask), "--app", "{{ cookiecutter.package_name }}", "db", "upgrade"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "Running upgrade  -> 0001" in result.stderr
+    command = [str(Path(sys.executable).with_name("{{ cookiecutter.package_name }}")), "migrate", "--backup"]
+    first = subprocess.run([*command, str(tmp_path / "first.backup")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "Running upgrade  -> 0001" in first.stderr
+    again = subprocess.run([*command, str(tmp_path / "again.backup")], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to migrate, no backup taken" in again.stdout and "Running upgrade" not in again.stderr
+    assert not (tmp_path / "again.backup").exists()
+{%- if cookiecutter.database == "sqlite" %}
+
+
+def test_sqlite_at_head_agrees_with_alembic(app, database_url):
+    """migrate's quick answer for SQLite (no app, no Alembic) is Alembic's own."""
+    from {{ cookiecutter.package_name }}.backup import sqlite_at_head
+
+    assert sqlite_at_head(database_url)
+    with app.app_context():
+        downgrade(revision="base")
+    assert not sqlite_at_head(database_url)
+    assert not sqlite_at_head(database_url.replace("test.sqlite3", "missing.sqlite3"))
+{%- endif %}

@@ -4,10 +4,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, load_config, runtime_errors
+
+if TYPE_CHECKING:  # create_app imports Flask: the command line starts faster without it
+    from flask import Flask
 
 __version__ = {{ cookiecutter.version | pystr }}
 
@@ -28,6 +30,8 @@ def release_id() -> str:
 def create_app(env: str | None = None) -> Flask:
     """Build the app for `env` (default: the {{ cookiecutter.package_name | upper }}_ENV variable, else prod)."""
     import os
+
+    from flask import Flask
 
     env = env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
     config = load_config(env)

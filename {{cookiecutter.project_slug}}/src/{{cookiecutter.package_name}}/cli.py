@@ -115,6 +115,10 @@ def database_backup(args: argparse.Namespace) -> int:
     from . import backup
 
     try:
+        if args.command == "migrate":
+            env = args.env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
+            target = args.backup or os.environ.get("{{ cookiecutter.package_name | upper }}_BACKUP_FILE")
+            return backup.migrate(env, Path(target) if target else None)
         if args.command == "db-backup":
             print(backup.backup(args.env, args.to))
         else:
@@ -150,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser("db-restore", help="replace the database of --env with a backup (remote.sh)")
     restore.add_argument("--env", choices=ENVIRONMENTS, required=True)
     restore.add_argument("--from", dest="source", type=Path, required=True)
+    migrate = commands.add_parser("migrate", help="apply pending migrations after a backup (the deploy's release command)")
+    migrate.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
+    migrate.add_argument("--backup", type=Path, help="back up here first, when a migration is pending "
+                         "(default: {{ cookiecutter.package_name | upper }}_BACKUP_FILE, set by the deploy; none: no backup)")
 {%- endif %}
     args = parser.parse_args(argv)
     if args.command == "config-set":
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-show":
         return config_show(args.env, args.local)
 {%- if cookiecutter.database != "none" %}
-    if args.command in ("db-backup", "db-restore"):
+    if args.command in ("db-backup", "db-restore", "migrate"):
         return database_backup(args)
 {%- endif %}
     envs = [args.env] if args.env else list(ENVIRONMENTS)

@@ -3,7 +3,8 @@
 Tables are made and changed only by Alembic migrations (Flask-Migrate), never by
 `db.create_all()`: `flask --app {{ cookiecutter.package_name }} db migrate -m "…"` writes one into
 migrations/versions/ from the difference between these models and the database, and
-`flask --app {{ cookiecutter.package_name }} db upgrade` applies it (a deploy runs it as its release_command).
+`flask --app {{ cookiecutter.package_name }} db upgrade` applies it (a deploy runs `{{ cookiecutter.package_name }} migrate`, which
+backs the database up first, as its release_command).
 """
 from __future__ import annotations
 
