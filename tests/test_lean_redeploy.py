@@ -1,8 +1,8 @@
 """A redeploy near its floor, checked for correctness (timing is bench/'s job): the upload
-leaves out the wheels the host's cache holds, unchanged dependencies are copied from the
-running release's venv instead of installed by pip, a changed dependency still goes up and
-in, a corrupt cache entry is caught by its sha256 and sent again, and no two releases
-share a file.
+leaves out the wheels the host's cache holds, unchanged dependencies are taken from the
+running release's venv (hard links to its read-only files) instead of installed by pip, a
+changed dependency still goes up and in, a corrupt cache entry is caught by its sha256 and
+sent again, and no two releases share a file that can change.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_a_redeploy_with_unchanged_dependencies_sends_only_the_app_wheel(app):
     size, wheels = uploaded(app)
     assert wheels == [w for w in wheels if w.startswith("my_flask_app-")] and len(wheels) == 1, wheels
     assert size < 100 * 1024, size
-    assert "copied, no pip" in result.stdout, result.stdout  # the venv came from the last release
+    assert "linked, no pip" in result.stdout, result.stdout  # the venv came from the last release
     assert app.release() == app.current()
     # SHA256SUMS still covers every file of the release, and every file matches it
     release = app.dir / "releases" / app.current()
@@ -46,21 +46,30 @@ def test_a_redeploy_with_unchanged_dependencies_sends_only_the_app_wheel(app):
     assert set(listed) == files
     for name, digest in listed.items():
         assert hashlib.sha256((release / name).read_bytes()).hexdigest() == digest, name
-    # the venv works like pip's: the app's own console script, and the copied ones
+    # the venv works like pip's: the app's own console script, and the linked ones
     out = app.make("exec", CMD="my_flask_app check-config --env prod && gunicorn --version && head -n 1 \"$(command -v flask)\"").stdout
     assert "prod: ok" in out and "gunicorn (version" in out and f"#!{release}/venv/bin/python" in out
 
 
-def test_no_two_releases_share_a_file(app):
-    app.deploy()  # at least two releases, the last made by copying
-    inodes: dict[tuple[int, int], Path] = {}
+def test_no_two_releases_share_a_writable_file(app):
+    app.deploy()  # at least two releases, the last made from the one before
+    older, newer = sorted(p.name for p in (app.dir / "releases").iterdir())[-2:]
+    shared = 0
     for path in (app.dir / "releases").rglob("*"):
         st = path.lstat()
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or not path.is_file() or st.st_nlink == 1:
             continue
-        assert st.st_nlink == 1, f"{path} is hard-linked"
-        assert (st.st_dev, st.st_ino) not in inodes, (path, inodes.get((st.st_dev, st.st_ino)))
-        inodes[(st.st_dev, st.st_ino)] = path
+        shared += 1
+        assert st.st_mode & 0o222 == 0, f"{path} is shared by {st.st_nlink} releases and writable ({oct(st.st_mode)})"
+    assert shared > 100, "the dependencies were not linked"
+    # each release still has its own complete venv: every file of the older one's dependencies
+    sites = [next((app.dir / "releases" / r / "venv" / "lib").glob("python*/site-packages")) for r in (older, newer)]
+    files = [{str(p.relative_to(site)) for p in site.rglob("*") if p.is_file() and not p.is_relative_to(site / "my_flask_app")
+              and "my_flask_app-" not in str(p.relative_to(site))} for site in sites]
+    assert files[0] and files[0] <= files[1], sorted(files[0] - files[1])[:5]
+    # the app itself is the new release's own: new files, not links
+    for path in (sites[1] / "my_flask_app").rglob("*.py"):
+        assert path.stat().st_nlink == 1, path
 
 
 def test_a_corrupt_cache_entry_is_caught_and_sent_again(app):
@@ -84,7 +93,7 @@ def test_a_changed_dependency_is_uploaded_and_installed(app):
         result = app.deploy()
         _, wheels = uploaded(app)
         assert "click-8.1.8-py3-none-any.whl" in wheels and len(wheels) == 2, wheels
-        assert "copied, no pip" not in result.stdout
+        assert "linked, no pip" not in result.stdout
         version = app.make("exec", CMD="python -c \"import importlib.metadata as m; print(m.version('click'))\"").stdout
         assert version.strip().splitlines()[-1] == "8.1.8"
     finally:

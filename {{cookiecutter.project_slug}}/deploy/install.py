@@ -3,12 +3,13 @@
     new/venv/bin/python -S install.py OLD_VENV NEW_VENV APP_WHEEL
 
 remote.sh calls it only when every dependency wheel is byte for byte (sha256) the one the
-running release installed, for the same Python, and after it has copied the old venv's
-site-packages into the new venv (`cp -pPR`: copies, never links, so no two releases share a
-file that can change). Then pip has nothing to decide: this removes the old release of the
-app from the copy, unpacks the app's wheel (pure Python, ours), writes its console scripts,
-and gives the new venv the old one's other scripts (gunicorn, flask, …) with `#!` pointing
-at the new venv's python. A few hundredths of a second, against about 2 s for pip.
+running release installed, for the same Python, and after it has put the old venv's
+site-packages into the new venv as hard links to read-only files (or copies, where links
+fail): no two releases share a file that can change. Then pip has nothing to decide: this
+removes the old release of the app from the new venv (unlinks: the old release keeps its
+files), unpacks the app's wheel (pure Python, ours), writes its console scripts, and gives
+the new venv the old one's other scripts (gunicorn, flask, …) as new files with `#!`
+pointing at the new venv's python. A few hundredths of a second, against about 2 s for pip.
 Standard library only (run with -S).
 """
 from __future__ import annotations

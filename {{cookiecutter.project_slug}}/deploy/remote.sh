@@ -198,7 +198,7 @@ ensure_local_ini() {
 # Any python, however old, must answer: its version is what the refusal names.
 cmd_probe() {
     say "python=$PYTHON"
-    "$PYTHON" -c 'import os, platform
+    "$PYTHON" -c 'import os, platform, sys
 try:
     libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
 except (AttributeError, ValueError, OSError):
@@ -206,7 +206,12 @@ except (AttributeError, ValueError, OSError):
 print("python_version=" + platform.python_version())
 print("implementation=" + platform.python_implementation().lower())
 print("machine=" + platform.machine())
-print("libc=" + libc)' 2>/dev/null || { say "python_version=none"; return 0; }
+print("libc=" + libc)
+print("executable=" + sys.executable)' 2>/dev/null >"$RUN/probe.$$" || { rm -f "$RUN/probe.$$"; say "python_version=none"; return 0; }
+    cat "$RUN/probe.$$"
+    # The interpreter behind PYTHON, for the install after this probe (the one the release
+    # is packed for): a pyenv shim in front of it costs ~60 ms on every start.
+    { echo "$PYTHON" && sed -n 's/^executable=//p' "$RUN/probe.$$"; } >"$RUN/python" && rm -f "$RUN/probe.$$"
     for loader in /lib/ld-musl-*.so.1; do  # musl has no confstr; its loader says its version
         if [ -x "$loader" ]; then say "libc=musl $("$loader" 2>&1 | sed -n 's/^Version //p')"; fi
     done
@@ -216,27 +221,28 @@ print("libc=" + libc)' 2>/dev/null || { say "python_version=none"; return 0; }
     rm -rf "$probe"
 }
 
-version_below() {  # a b: is version a (major.minor) older than b?
-    [ "${1%%.*}" -lt "${2%%.*}" ] || { [ "${1%%.*}" -eq "${2%%.*}" ] && [ "${1#*.}" -lt "${2#*.}" ]; }
-}
-
 # Refuse a release this host's Python cannot install: too old for the project, or another
-# Python or platform than its wheels were built for. Reads the unpacked release (unpacking
-# a lean upload costs milliseconds; two reads of the tarball cost a tenth of a second).
-# Also makes PYTHON the interpreter itself: a pyenv shim costs ~60 ms on every start.
+# Python or platform than its wheels were built for. One Python start, on the unpacked
+# release (a lean upload unpacks in milliseconds), which also makes PYTHON the interpreter
+# itself: a pyenv shim in front of it costs ~60 ms on every start.
 check_fits() {  # unpacked dir
     [ -f "$1/RELEASE" ] || refuse_upload "$1" "upload $upload_name has no RELEASE file; nothing was installed"
     minimum=$(sed -n 's/^python=>=//p' "$1/RELEASE")
-    needs=$(sed -n 's/^target=//p' "$1/RELEASE")
-    found=$("$PYTHON" -c 'import sys; print("%d.%d %s" % (sys.version_info[0], sys.version_info[1], sys.executable))' 2>/dev/null) ||
-        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
-    have=${found%% *}
-    if [ -n "${found#* }" ] && [ -x "${found#* }" ]; then PYTHON=${found#* }; fi
-    if [ -n "$minimum" ] && version_below "$have" "$minimum"; then
-        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum); nothing was installed"
+    needs=$(sed -n 's/^target=//p' "$1/RELEASE")  # none: packed before targets existed
+    if [ -f "$RUN/python" ] && { read -r name && read -r executable; } <"$RUN/python" &&
+        [ "$name" = "$PYTHON" ] && [ -x "$executable" ]; then PYTHON=$executable; fi  # cmd_probe's
+    status=0
+    found=$("$PYTHON" -S "$1/deploy/target.py" fits "${needs:-any}" "$minimum" 2>"$1.fits") || status=$?
+    if [ "$status" = 0 ]; then
+        if [ -x "$found" ]; then PYTHON=$found; fi
+        rm -f "$1.fits"
+        return 0
     fi
-    [ -n "$needs" ] || return 0  # a release packed before targets existed
-    "$PYTHON" -S "$1/deploy/target.py" fits "$needs" || refuse_upload "$1" ""
+    if [ "$status" = 2 ]; then cat "$1.fits" >&2; rm -f "$1.fits"; refuse_upload "$1" ""; fi
+    rm -f "$1.fits"  # target.py did not run: a Python too old to read it, or none
+    have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
+        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
+    refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum) or unable to run its deploy/target.py; nothing was installed"
 }
 
 refuse_upload() {  # unpacked dir, sentence (empty: already said): nothing stays behind
@@ -268,10 +274,10 @@ install_release() {  # tarball-name sha256
     # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
     # wheel, and pip runs straight from it. When only the app's wheel changed, no pip at all.
     "$PYTHON" -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
-    if previous=$(reusable_venv "$dir") && copy_site_packages "$previous/venv" "$dir/venv" &&
+    if previous=$(reusable_venv "$dir") && link_site_packages "$previous/venv" "$dir/venv" &&
         "$dir/venv/bin/python" -S "$dir/deploy/install.py" "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
         finish_install "$dir"
-        say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): copied, no pip)"
+        say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): linked, no pip)"
         return 0
     fi
     rm -rf "$dir/venv" && "$PYTHON" -m venv --without-pip "$dir/venv"
@@ -284,13 +290,18 @@ install_release() {  # tarball-name sha256
     say "  installed release $RELEASE_ID"
 }
 
-# The running release's site-packages into the new venv: copies (cp -p keeps the
-# times, so their .pyc files stay valid), never links; install.py then swaps the app.
-copy_site_packages() {  # old venv, new venv
+# The running release's site-packages in the new venv, as hard links to its files, made
+# read-only first: no two releases share a file that can change (Python replaces a .pyc
+# with a new file, never in place), and 40 MB is not written again on every deploy.
+# install.py then swaps the app. Where links fail, copies (cp -p keeps the .pyc valid).
+link_site_packages() {  # old venv, new venv
     for old_site in "$1"/lib/python*/site-packages; do
         new_site=$2/lib/$(basename "$(dirname "$old_site")")/site-packages
         [ -d "$new_site" ] || return 1
-        cp -pPR "$old_site/." "$new_site/" || return 1
+        find "$old_site" -type f -perm -u+w -exec chmod a-w {} + || return 1
+        if ! cp -RPl "$old_site/." "$new_site/" 2>/dev/null; then  # never copy over the links
+            rm -rf "$new_site" && mkdir "$new_site" && cp -pPR "$old_site/." "$new_site/" || return 1
+        fi
     done
 }
 

@@ -180,12 +180,19 @@ def check_host(facts_file: str, host: str, minimum_text: str) -> int:
     return 0
 
 
-def check_fits(needs: str) -> int:
-    """On the host, before unpacking: does this Python take a release built for `needs`?"""
+def check_fits(needs: str, minimum_text: str = "") -> int:
+    """On the host, on the unpacked release: does this Python take a release that needs
+    Python >= minimum_text and was built for `needs`? If so, print the interpreter's own
+    path (remote.sh then runs that, not a shim in front of it)."""
     host = os.environ.get("REMOTE_HOST") or platform.node() or "this host"
+    have = "%d.%d" % sys.version_info[:2]
+    if minimum_text and sys.version_info[:2] < tuple(int(n) for n in minimum_text.split(".")[:2]):
+        return refuse(f"{host} runs Python {have} ({sys.executable}), older than this release needs "
+                      f"(>={minimum_text}); nothing was installed")
     try:
         here = Target.from_facts(local_facts(), where=host)
         if needs == "any" or here.accepts(Target.parse(needs)):
+            print(sys.executable)
             return 0
     except TargetError as exc:
         return refuse(f"{exc}; nothing was installed")
@@ -202,12 +209,12 @@ def refuse(sentence: str) -> int:
 def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "check":
         return check_host(*argv[1:])
-    if len(argv) == 2 and argv[0] == "fits":
-        return check_fits(argv[1])
+    if len(argv) in (2, 3) and argv[0] == "fits":
+        return check_fits(*argv[1:])
     if argv == ["local"]:
         print(Target.from_facts(local_facts(), where="this machine"))
         return 0
-    print("usage: target.py check FACTS_FILE HOST MIN_PYTHON | fits TARGET | local", file=sys.stderr)
+    print("usage: target.py check FACTS_FILE HOST MIN_PYTHON | fits TARGET [MIN_PYTHON] | local", file=sys.stderr)
     return 64
 
 
