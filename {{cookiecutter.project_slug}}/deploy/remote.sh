@@ -21,6 +21,7 @@ VARS='{{ cookiecutter.package_name | upper }}'   # prefix of the app's environme
 APP_ENV=${APP_ENV:-prod}
 KEEP_RELEASES=${KEEP_RELEASES:-5}
 PYTHON=${PYTHON:-python3}
+PYTHON_SETTING=$PYTHON  # as configured: the install resolves PYTHON to the interpreter itself
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-60}
 LOG_MAX_KB=${LOG_MAX_KB:-51200}
@@ -655,7 +656,7 @@ replace_if_changed() {  # file: stdin becomes the file unless it already holds t
 # What every unit of this app shares: who runs it, where, and the sandbox.
 unit_service_common() {
     printf 'Environment=APP_DIR=%s APP_ENV=%s PORT=%s PYTHON=%s LOG_MAX_KB=%s LOG_KEEP=%s\n' \
-        "$APP_DIR" "$APP_ENV" "$PORT" "$PYTHON" "$LOG_MAX_KB" "$LOG_KEEP"
+        "$APP_DIR" "$APP_ENV" "$PORT" "$PYTHON_SETTING" "$LOG_MAX_KB" "$LOG_KEEP"
     [ "$SERVICE" = system ] || return 0
     home=yes
     case $APP_DIR in /home/* | /root/*) home=read-only ;; esac
@@ -663,11 +664,15 @@ unit_service_common() {
         "ProtectSystem=strict" "ReadWritePaths=$SHARED" "ProtectHome=$home"
 }
 
+# Restart=always, not on-failure: a new master that dies while the old one still drains
+# leaves systemd, once the old one exits 0, with a pidfile naming a dead process: the
+# unit ends "successfully", and on-failure would leave the site down. (A hand-over's own
+# TERM of the old master never restarts anything: systemd adopts the new one first.)
 unit_text() {
     printf '%s\n' "# Written by $DIST's deploy/remote.sh for $APP_DIR; every deploy rewrites it." \
         "[Unit]" "Description=$DIST ($APP_ENV) from $APP_DIR" "After=network.target" "" "[Service]" \
         "Type=forking" "PIDFile=$PIDFILE" "ExecStart=/bin/sh $APP_DIR/remote.sh exec_master" \
-        "Restart=on-failure" "RestartSec=1" "TimeoutStartSec=$BOOT_TIMEOUT" \
+        "Restart=always" "RestartSec=1" "TimeoutStartSec=$BOOT_TIMEOUT" \
         "TimeoutStopSec=$((STOP_TIMEOUT + 5))"
     unit_service_common
     printf '%s\n' "" "[Install]" "WantedBy=$( [ "$SERVICE" = user ] && echo default.target || echo multi-user.target)"
