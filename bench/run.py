@@ -198,6 +198,17 @@ def deploy_row(label: str, total: float, out: str) -> None:
             f"{secs(migrate)} (migrations, not part of that floor): {against(host - migrate, boots, 'two app boots')}")
 
 
+def upload_row(path: Path, alias: str) -> None:
+    """What the last deploy sent (the lean tarball), against the app's own wheel: the least
+    a release with new code can carry."""
+    sent = (path / "build" / "hosts" / f"{alias}.upload.tar.gz").stat().st_size
+    wheel = next((path / "dist").glob("*.whl")).stat().st_size
+    full = next((path / "build").glob("*.tar.gz")).stat().st_size
+    row("redeploy, unchanged dependencies: upload", f"{sent / 1024:.0f} KiB",
+        f"{sent / wheel:.2f}× the app's wheel alone ({wheel / 1024:.0f} KiB), the floor; the whole release is "
+        f"{full / 1024:.0f} KiB (the host's wheel cache holds the rest)")
+
+
 # --- the hand-over under load -------------------------------------------------------------------
 
 
@@ -460,6 +471,7 @@ def main() -> int:
         deploy_row("first deploy", took, out)
         took, out = project.make("deploy", remote=True)
         deploy_row("redeploy, unchanged dependencies", took, out)
+        upload_row(path, host.host_alias)
         timelines = handover_rows(project, port)
         throughput_rows(project, port, remote_dir)
     finally:

@@ -218,7 +218,7 @@ print("executable=" + sys.executable)' 2>/dev/null >"$RUN/probe.$$" || { rm -f "
     done
     say "cached=$(ls "$APP_DIR/shared/wheels" 2>/dev/null | tr '\n' ' ')"  # the upload leaves these out
     probe=$APP_DIR/.incoming/venv-probe.$$
-    if said=$("$PYTHON" -m venv --without-pip "$probe" 2>&1); then say "venv=ok"; else say "venv=$(echo "$said" | tail -n 1)"; fi
+    if said=$("$PYTHON" -S -m venv --without-pip "$probe" 2>&1); then say "venv=ok"; else say "venv=$(echo "$said" | tail -n 1)"; fi
     rm -rf "$probe"
 }
 
@@ -274,14 +274,15 @@ install_release() {  # tarball-name sha256
     mv "$unpack" "$dir"
     # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
     # wheel, and pip runs straight from it. When only the app's wheel changed, no pip at all.
-    "$PYTHON" -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
+    # -S: without site, venv starts in half the time
+    "$PYTHON" -S -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
     if previous=$(reusable_venv "$dir") && link_site_packages "$previous/venv" "$dir/venv" &&
         "$dir/venv/bin/python" -S "$dir/deploy/install.py" "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
         finish_install "$dir"
         say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): linked, no pip)"
         return 0
     fi
-    rm -rf "$dir/venv" && "$PYTHON" -m venv --without-pip "$dir/venv"
+    rm -rf "$dir/venv" && "$PYTHON" -S -m venv --without-pip "$dir/venv"
     pip_wheel=$(find "$dir/wheels" -name 'pip-*.whl' | head -n 1)
     [ -n "$pip_wheel" ] || die "release has no pip wheel in wheels/; nothing was installed"
     "$dir/venv/bin/python" "$pip_wheel/pip" install --quiet --disable-pip-version-check --no-index \
