@@ -121,6 +121,18 @@ def test_host_targets_report_per_host(fleet, first_rollout):
     assert fleet.make("unlock").stdout.count("no deploy lock held") == 3
 
 
+def test_exec_and_config_show_run_on_every_host(fleet, first_rollout):
+    ran = fleet.make("exec", CMD='echo "ran in $PWD as $MY_FLASK_APP_ENV"')
+    assert re.findall(r"^==> (\S+)$", ran.stdout, re.M) == ["web1", "web2", "web3"], ran.stdout
+    for index in range(3):  # every host sees its own directory at the same REMOTE_DIR
+        assert f"ran in {fleet.hosts.remote_dir}/releases/{fleet.current(index)} as prod" in ran.stdout, ran.stdout
+    failed = fleet.make("exec", check=False, CMD="test -e /no/such/file")
+    assert failed.returncode != 0 and "failed on web1" in failed.stderr, output(failed)
+    shown = fleet.make("config-show")
+    assert re.findall(r"^==> (\S+)$", shown.stdout, re.M) == ["web1", "web2", "web3"], shown.stdout
+    assert shown.stdout.count("secret_key = ******** (secret)") == 3, shown.stdout
+
+
 def test_deploy_hosts_from_the_ini_and_an_explicit_remote_host(fleet, first_rollout):
     """[deploy] hosts is the default list; REMOTE_HOST=… on the command line picks one host."""
     prod = fleet.project / "config" / "prod.ini"
