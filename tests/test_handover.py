@@ -315,13 +315,16 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
     gunicorn.pid.2, the old one still runs)."""
     before = app.current()
     log = tmp_path / "deploy.log"
+    marker = app.pidfile.with_name("gunicorn.pid.2" if window == "handover" else "smoke.pid")
+    # The last test's hand-over may still be finishing (its old master drains, then the new
+    # one renames .2 away): a marker left from it would be taken for this deploy's.
+    wait_for(lambda: not marker.exists(), 60, f"{marker} of the previous deploy to go", 0.05)
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
         try:
             if window == "install":
                 _wait_for_unfinished(app, proc, log)
             else:
-                marker = app.pidfile.with_name("gunicorn.pid.2" if window == "handover" else "smoke.pid")
                 wait_for(lambda: marker.exists() or proc.poll() is not None, 180, str(marker), 0.005)
                 assert proc.poll() is None, f"make deploy ended before {marker} appeared:\n" + log.read_text()
             os.kill(_host_script(app), signal.SIGKILL)
