@@ -15,10 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import missing
 from harness.app import App, alive, argv, make, new_app, pids, ppid, wait_for
 from harness.load import Load
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux /proc")
+
+@pytest.fixture(scope="module", autouse=True)  # autouse: before the module's deployed app
+def _linux_proc() -> None:
+    if not Path("/proc/self/cmdline").exists():
+        missing("these tests read processes from /proc: run them on Linux")
+
 
 # Steady, not saturating: 8 threads with a short pause leave CPU for the deploy itself
 # on a small machine while still opening a new connection every few milliseconds.
