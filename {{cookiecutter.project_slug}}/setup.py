@@ -1,5 +1,26 @@
 """Package metadata for {{ cookiecutter.project_name | pystr(quote=False) }}: `make build` turns it into a wheel."""
+import subprocess
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+def package_files() -> list[str]:
+    """Every file under src/<package>/ that git does not ignore (every file, outside git),
+    less __pycache__/ and *.pyc: templates and static files in any subfolder, migrations,
+    SQL, JSON, fonts. `make pack` checks that the wheel holds each one."""
+    root = Path(__file__).resolve().parent / "src" / PACKAGE
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "."],
+                                cwd=root, capture_output=True, check=True).stdout.decode().split("\0")
+        paths = [root / name for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a repository
+        paths = list(root.rglob("*"))
+    return sorted(str(path.relative_to(root)) for path in paths
+                  if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc")
+
 
 setup(
     name="{{ cookiecutter.project_slug }}",
@@ -10,12 +31,7 @@ setup(
     python_requires=">={{ cookiecutter.python_version }}",
     package_dir={"": "src"},
     packages=find_packages("src"),
-{%- if cookiecutter.database == "none" %}
-    package_data={"{{ cookiecutter.package_name }}": ["templates/*", "static/*"]},
-{%- else %}
-    # migrations/ is data, not a package: the wheel carries it for `flask db upgrade` on a host.
-    package_data={"{{ cookiecutter.package_name }}": ["templates/*", "static/*", "migrations/*", "migrations/versions/*.py"]},
-{%- endif %}
+    package_data={PACKAGE: package_files()},
     include_package_data=False,
 {%- if cookiecutter.database == "none" %}
     install_requires=["Flask>=3.1,<4", "gunicorn>=27,<28"],

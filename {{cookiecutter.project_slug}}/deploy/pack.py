@@ -19,9 +19,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from contents import canonical, lock_problems, requirement_pins, source_problems, unpinned_wheels, wheel_requirements
 from target import Target, TargetError, local_facts, wheel_needs
 
 DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py", "install.py")
@@ -52,7 +54,12 @@ def sha256(path: Path) -> str:
 
 
 class PackError(Exception):
-    """One sentence for the user: no traceback."""
+    """One sentence for the user (or one per problem): no traceback."""
+
+
+def refuse(problems: list[str]) -> None:
+    if problems:
+        raise PackError("\n  ".join(["the release would not be what make test ran against:", *problems]))
 
 
 def requirements_key(requirements: Path, host_pip: str) -> str:
@@ -129,11 +136,18 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
     app_wheels = sorted(dist.glob("*.whl"))
     if len(app_wheels) != 1:
         raise PackError(f"expected exactly one wheel in {dist}/, found {len(app_wheels)}: run make build")
+    pins, problems = requirement_pins(requirements.read_text(), str(requirements))
+    problems += lock_problems(wheel_requirements(app_wheels[0]), pins, str(requirements))
+    with zipfile.ZipFile(app_wheels[0]) as wheel:
+        problems += source_problems(Path("src") / PACKAGE, PACKAGE, wheel.namelist())
+    refuse(problems)
+    tools = {canonical(host_pip.split("==")[0])}
     packed: dict[tuple[str, ...], Path] = {}
     needs_seen: dict[str, tuple[str, ...]] = {}
     result = []
     for target in targets:
         names, downloaded = wheelhouse(target, requirements, host_pip)
+        refuse(unpinned_wheels(names, pins, tools, str(requirements)))
         needs = wheel_needs(names, target)
         if needs_seen.setdefault(needs, tuple(names)) != tuple(names):
             needs = str(target)  # pure wheels that differ by Python (markers): one release each
