@@ -1,6 +1,7 @@
 """Ask a running release for /healthz, over TCP or a unix socket; used by remote.sh.
 
-Prints the JSON answer and exits 0 when it says "ok" (and, with --release, names that
+With --paths, asks each of those paths once instead (the smoke test of a release's pages).
+Otherwise prints the JSON answer and exits 0 when it says "ok" (and, with --release, names that
 release); retries every --interval until --wait seconds have passed: remote.sh's one
 poller for a boot. With --pidfile it succeeds only while the gunicorn master named there
 runs, and gives up as soon as that master has come and gone (gunicorn halts by itself when
@@ -30,20 +31,40 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
-def ask(args: argparse.Namespace) -> dict:
+def get(args: argparse.Namespace, path: str, timeout: float = 5) -> tuple[int, bytes]:
+    """GET path on the app; (status, body). Raises OSError when nothing answers."""
     if args.unix:
-        conn: http.client.HTTPConnection = UnixHTTPConnection(args.unix, timeout=5)
+        conn: http.client.HTTPConnection = UnixHTTPConnection(args.unix, timeout=timeout)
     else:
-        conn = http.client.HTTPConnection(args.host, args.port, timeout=5)
+        conn = http.client.HTTPConnection(args.host, args.port, timeout=timeout)
     try:
-        conn.request("GET", "/healthz", headers={"Connection": "close"})
+        conn.request("GET", path, headers={"Connection": "close"})
         response = conn.getresponse()
-        body = response.read()
+        return response.status, response.read()
     finally:
         conn.close()
-    if response.status != 200:
-        raise OSError(f"HTTP {response.status}")
+
+
+def ask(args: argparse.Namespace) -> dict:
+    status, body = get(args, "/healthz")
+    if status != 200:
+        raise OSError(f"HTTP {status}")
     return json.loads(body)
+
+
+def check_paths(args: argparse.Namespace) -> int:
+    """--paths: each must answer, and not with a 5xx (a redirect or a 404 is the app's own
+    answer). Prints what failed, in one line."""
+    for path in args.paths.split():
+        try:
+            status, _ = get(args, path, timeout=args.path_timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            print(f"GET {path} got no answer ({exc or type(exc).__name__})")
+            return 1
+        if status >= 500:
+            print(f"GET {path} answered {status}")
+            return 1
+    return 0
 
 
 def running(pid: int) -> bool:
@@ -79,7 +100,11 @@ def main() -> int:
     parser.add_argument("--master", default="/releases/", help="a master's command line holds this")
     parser.add_argument("--pidfile-grace", type=float, default=10)
     parser.add_argument("--watch-pid", type=int, help="give up once this process has exited")
+    parser.add_argument("--paths", help="instead of /healthz: GET each of these (spaced), none may fail or 5xx")
+    parser.add_argument("--path-timeout", type=float, default=30)
     args = parser.parse_args()
+    if args.paths is not None:
+        return check_paths(args)
     started = time.monotonic()
     deadline = started + args.wait
     last, seen = "no answer", False

@@ -57,7 +57,8 @@ step() {
 setup_paths() {
     [ -n "${APP_DIR:-}" ] || die "APP_DIR is not set"
     case $APP_DIR in /*) ;; *) APP_DIR=$HOME/$APP_DIR ;; esac
-    mkdir -p "$APP_DIR/releases" "$APP_DIR/shared/log" "$APP_DIR/shared/run" "$APP_DIR/shared/wheels" "$APP_DIR/.incoming"
+    mkdir -p "$APP_DIR/releases" "$APP_DIR/shared/log" "$APP_DIR/shared/run" "$APP_DIR/shared/wheels" \
+        "$APP_DIR/shared/instance" "$APP_DIR/.incoming"
     APP_DIR=$(cd "$APP_DIR" && pwd -P)
     RELEASES=$APP_DIR/releases
     SHARED=$APP_DIR/shared
@@ -285,8 +286,10 @@ install_release() {  # tarball-name sha256
     rm -rf "$dir/venv" && "$PYTHON" -S -m venv --without-pip "$dir/venv"
     pip_wheel=$(find "$dir/wheels" -name 'pip-*.whl' | head -n 1)
     [ -n "$pip_wheel" ] || die "release has no pip wheel in wheels/; nothing was installed"
-    "$dir/venv/bin/python" "$pip_wheel/pip" install --quiet --disable-pip-version-check --no-index \
-        --find-links "$dir/wheels" "$DIST==$version" ||
+    # Every wheel of the lock (requirements.txt, checked by make pack) and the app's own,
+    # nothing resolved here: the host runs what make test ran against.
+    find "$dir/wheels" -name '*.whl' ! -name 'pip-*.whl' -exec "$dir/venv/bin/python" "$pip_wheel/pip" install \
+        --quiet --disable-pip-version-check --no-index --no-deps {} + ||
         die "offline install of $DIST $version into $dir/venv failed"
     finish_install "$dir"
     say "  installed release $RELEASE_ID"
@@ -446,14 +449,40 @@ smoke_boot() {
     # gone (not when its cmdline is empty: a live child shows that while it execs).
     if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" --watch-pid "$SMOKE_PID" \
         --wait "$BOOT_TIMEOUT" --interval 0.05 >/dev/null; then ok=1; fi
-    kill -TERM "$SMOKE_PID" 2>/dev/null || true
-    wait "$SMOKE_PID" 2>/dev/null || true
-    SMOKE_PID=
     if [ "$ok" != 1 ]; then
+        smoke_stop
         : >"$dir/.refused"
         tail_log "$LOG/smoke.log"
         die "release $1 failed its smoke boot (no healthy /healthz on a private socket); it was not switched to, and what ran before runs unchanged"
     fi
+}
+
+smoke_stop() { if [ -n "${SMOKE_PID:-}" ]; then kill -TERM "$SMOKE_PID" 2>/dev/null || true; wait "$SMOKE_PID" 2>/dev/null || true; SMOKE_PID=; fi; }
+
+# The app's own pages ([deploy] smoke_paths) on the smoke boot's socket, after the release
+# command (a page may need the new schema): a 5xx or no answer refuses the release.
+smoke_paths() {  # release id
+    dir=$RELEASES/$1
+    if [ -n "$SMOKE_PATHS" ] && ! said=$("$PYTHON" "$dir/deploy/healthz.py" --unix "$RUN/smoke.sock" --paths "$SMOKE_PATHS"); then
+        smoke_stop
+        : >"$dir/.refused"
+        tail_log "$LOG/smoke.log"
+        die "release $1 failed its smoke test: $said on a private socket; it was not switched to, and what ran before runs unchanged"
+    fi
+    smoke_stop
+}
+
+# The release's own [deploy] release_command and smoke_paths, in one Python start (config.py
+# as a script is standard library only: no app import). A release packed before smoke_paths
+# existed knows only release_command.
+release_settings() {  # release id: sets RELEASE_COMMAND and SMOKE_PATHS
+    dir=$RELEASES/$1
+    settings=$(cd "$dir" && for config in "$dir"/venv/lib/python*/site-packages/"$PACKAGE"/config.py; do
+        "$dir/venv/bin/python" -S "$config" get "$APP_ENV" deploy release_command deploy smoke_paths 2>/dev/null ||
+            "$dir/venv/bin/python" -S "$config" get "$APP_ENV" deploy release_command; done) ||
+        die "cannot read [deploy] release_command and smoke_paths of $1"
+    RELEASE_COMMAND=$(printf '%s\n' "$settings" | sed -n 1p)
+    SMOKE_PATHS=$(printf '%s\n' "$settings" | sed -n 2p)
 }
 
 # Point `current` at release $1 atomically: a temp link renamed over it.
@@ -544,11 +573,7 @@ handover() {  # release id now current
 # database's backup before a migration is the command's to take (`<package> migrate`
 # takes one only when a migration is pending), into <VARS>_BACKUP_FILE.
 release_command() {  # release id
-    dir=$RELEASES/$1
-    # config.py as a script is standard library only: no app import to read one setting.
-    command=$(cd "$dir" && for config in "$dir"/venv/lib/python*/site-packages/"$PACKAGE"/config.py; do
-        "$dir/venv/bin/python" -S "$config" get "$APP_ENV" deploy release_command; done) ||
-        die "cannot read [deploy] release_command of $1"
+    dir=$RELEASES/$1 command=$RELEASE_COMMAND
     [ -n "$command" ] || return 0
     if [ -n "${SKIP_RELEASE_COMMAND:-}" ]; then say "  release_command: not here (it ran on the first host)"; return 0; fi
     backup=$SHARED/backups/$1.backup
@@ -563,13 +588,15 @@ release_command() {  # release id
     fi
 }
 
-# Smoke-boot, [release command,] switch, hand over, confirm; on failure after the switch
+# Smoke-boot, [release command,] the smoke paths, switch, hand over, confirm; on failure after the switch
 # on_exit switches back.
 activate() {  # release-id [release_command]
     ensure_app_user
     if [ "$SERVICE" != daemon ]; then write_unit; fi  # settings may have changed
     step smoke_boot smoke_boot "$1"
+    release_settings "$1"  # after the boot: a config it cannot load fails there, with the app's own words
     if [ "${2:-}" = release_command ]; then step release_command release_command "$1"; fi
+    step smoke_paths smoke_paths "$1"
     SWITCHED_FROM=
     [ -L "$CURRENT" ] && SWITCHED_FROM=$(current_id)
     step switch switch_to "$1"

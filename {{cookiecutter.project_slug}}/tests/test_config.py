@@ -6,7 +6,7 @@ import pytest
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.cli import main
-from {{ cookiecutter.package_name }}.config import ENV_PREFIX, ConfigError, load_config
+from {{ cookiecutter.package_name }}.config import ENV_PREFIX, ConfigError, instance_dir, load_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -63,11 +63,27 @@ def test_here_is_the_directory_of_the_file(config_dir):
         ("port = 1\n", "not a valid INI file"),
         ("[server]\nport = 1\nport = 2\n", "not a valid INI file"),
         ("[app]\nsecret_key = %(nope)s\n", "[app] secret_key:"),
+        ("[deploy]\nsmoke_paths = / about\n", "[deploy] smoke_paths: 'about' is not a URL path"),
+        ("[deploy]\nsmoke_paths = /a\"b\n", "[deploy] smoke_paths: '/a\"b' is not a URL path"),
+        ("[deploy]\nrelease_command = migrate\n  rm -rf /\n", "[deploy] release_command: spans several lines"),
     ],
 )
 def test_each_error_names_file_section_and_key(config_dir, text, expected):
     errors = errors_for(config_dir, test=text)
     assert any(expected in e and "test.ini" in e for e in errors), errors
+
+
+def test_smoke_paths_default_to_the_home_page_and_are_kept_spaced(config_dir):
+    assert load_config("test", config_dir=config_dir, environ={})["deploy"]["smoke_paths"] == "/"
+    (config_dir / "test.ini").write_text("[deploy]\nsmoke_paths =  /  /about?x=1\n  /static/style.css\n")
+    paths = load_config("test", config_dir=config_dir, environ={})["deploy"]["smoke_paths"]
+    assert paths == "/ /about?x=1 /static/style.css"
+
+
+def test_instance_folder_is_shared_instance_on_a_host_and_instance_in_a_checkout(tmp_path):
+    environ = {f"{ENV_PREFIX}SHARED_DIR": "/srv/app/shared"}
+    assert instance_dir(environ) == Path("/srv/app/shared/instance")
+    assert instance_dir({f"{ENV_PREFIX}CONFIG_DIR": str(tmp_path / "config")}) == tmp_path / "instance"
 
 
 def test_every_problem_is_reported_at_once(config_dir):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
-from .config import ConfigError, load_config, runtime_errors
+from .config import ConfigError, instance_dir, load_config, runtime_errors
 
 if TYPE_CHECKING:  # create_app imports Flask: the command line starts faster without it
     from flask import Flask
@@ -27,19 +27,27 @@ def release_id() -> str:
     return "dev"
 
 
-def create_app(env: str | None = None) -> Flask:
-    """Build the app for `env` (default: the {{ cookiecutter.package_name | upper }}_ENV variable, else prod)."""
+def create_app(env: str | Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app for `env` (default: the {{ cookiecutter.package_name | upper }}_ENV variable, else prod).
+
+    `settings`, Flask settings laid over the loaded config, may also come first, the way
+    many test suites call a factory: create_app({"TESTING": True}).
+    """
     import os
 
     from flask import Flask
 
+    if isinstance(env, Mapping):
+        env, settings = None, env
     env = env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
     config = load_config(env)
     problems = runtime_errors(config)
     if problems:
         raise ConfigError(problems)
 
-    app = Flask(__name__)
+    instance = instance_dir()
+    os.makedirs(instance, exist_ok=True)  # Flask never makes it; the app's files go there
+    app = Flask(__name__, instance_path=str(instance))
     app.config.update(
         APP_ENV=env,
         DEBUG=config["app"]["debug"],
@@ -49,6 +57,7 @@ def create_app(env: str | None = None) -> Flask:
         VERSION=__version__,
         PROJECT_NAME={{ cookiecutter.project_name | pystr }},
     )
+    app.config.update(settings or {})
     app.logger.setLevel(getattr(logging, config["app"]["log_level"]))
 
     from .views import bp
@@ -59,7 +68,7 @@ def create_app(env: str | None = None) -> Flask:
     from . import models
     from .notes import bp as notes_bp
 
-    models.init_app(app, config["database"]["url"])
+    models.init_app(app, app.config.get("SQLALCHEMY_DATABASE_URI") or config["database"]["url"])
     app.register_blueprint(notes_bp)
 {%- endif %}
     return app

@@ -74,6 +74,24 @@ def _str(raw: str) -> str:
     return raw.strip()
 
 
+def _line(raw: str) -> str:
+    """One line of text (a continuation line in the INI file would be a second command)."""
+    value = raw.strip()
+    if "\n" in value:
+        raise ValueError("spans several lines: give it on one line")
+    return value
+
+
+def _paths(raw: str) -> str:
+    """URL paths, spaced (/ /about /static/style.css): each starts with / and holds no
+    space, quote or control character. Kept as one spaced string."""
+    paths = raw.split()
+    for path in paths:
+        if not re.fullmatch(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*", path):
+            raise ValueError(f"{path!r} is not a URL path (it starts with /, e.g. / or /about)")
+    return " ".join(paths)
+
+
 def _command(raw: str) -> str:
     """A command name or absolute path, safe to hand to the host's shell as it is."""
     value = raw.strip()
@@ -160,7 +178,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "ssh_port": _optional(_int(1, 65535)),
         "keep_releases": _int(1),
         "python": _command,
-        "release_command": _str,
+        "release_command": _line,
+        "smoke_paths": _paths,
         "log_max_size": _size_kib,
         "log_keep": _int(1, 100),
     },
@@ -189,10 +208,20 @@ class Config:
         return self.values[section]
 
 
-def default_config_dir() -> Path:
+def instance_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Flask's instance folder: shared/instance/ on a host (it outlives every release; never
+    pruned), the project's instance/ in a checkout (not Flask's default beside src/)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(SHARED_DIR_VAR):
+        return Path(environ[SHARED_DIR_VAR]) / "instance"
+    return default_config_dir(environ).resolve().parent / "instance"
+
+
+def default_config_dir(environ: Mapping[str, str] | None = None) -> Path:
     """`config/` beside the package in a checkout, or in the release directory on a host."""
-    if os.environ.get(CONFIG_DIR_VAR):
-        return Path(os.environ[CONFIG_DIR_VAR])
+    environ = os.environ if environ is None else environ
+    if environ.get(CONFIG_DIR_VAR):
+        return Path(environ[CONFIG_DIR_VAR])
     return Path.cwd() / "config"
 
 
@@ -311,15 +340,20 @@ def runtime_errors(config: Config) -> list[str]:
 
 
 if __name__ == "__main__":
-    # `python config.py get ENV SECTION KEY`: one merged setting, stdlib only, for the
-    # Makefile (it needs deploy settings before any venv exists).
+    # `python config.py get ENV SECTION KEY [SECTION KEY …]`: merged settings, one a line,
+    # stdlib only, for the Makefile (it needs deploy settings before any venv exists) and the
+    # host (a release's settings in one Python start).
     import sys
 
-    if len(sys.argv) != 5 or sys.argv[1] != "get":
-        sys.exit("usage: config.py get ENV SECTION KEY")
+    args = sys.argv[3:]
+    if len(sys.argv) < 5 or sys.argv[1] != "get" or len(args) % 2:
+        sys.exit("usage: config.py get ENV SECTION KEY [SECTION KEY ...]")
+    wanted = list(zip(args[::2], args[1::2]))
+    for section, key in wanted:
+        if key not in SCHEMA.get(section, {}):
+            sys.exit(f"unknown setting [{section}] {key}")
     try:
-        print(load_config(sys.argv[2])[sys.argv[3]][sys.argv[4]])
+        config = load_config(sys.argv[2])
     except ConfigError as exc:
         sys.exit(f"the {sys.argv[2]} configuration is invalid:\n{exc}")
-    except KeyError:
-        sys.exit(f"unknown setting [{sys.argv[3]}] {sys.argv[4]}")
+    print("\n".join(str(config[section][key]) for section, key in wanted))
