@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from contents import canonical, lock_problems, requirement_pins, source_problems, unpinned_wheels, wheel_requirements
@@ -30,7 +30,7 @@ DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py", "ins
 CACHE = Path("build/wheels")
 LISTS = Path("build/wheelhouse")
 EXTRA = Path("wheels-extra")  # wheels built by hand for a target PyPI has none for
-PIP_SAID = re.compile(r"^\s*(?:Saved|File was already downloaded) (\S+\.whl)$", re.M)
+PIP_SAID = re.compile(r"^\s*(?:Saved|File was already downloaded) (\S+\.whl)$", re.MULTILINE)
 NAME = "{{ cookiecutter.project_slug }}"
 PACKAGE = "{{ cookiecutter.package_name }}"
 PYTHON_REQUIRES = ">={{ cookiecutter.python_version }}"
@@ -39,7 +39,7 @@ PYTHON_REQUIRES = ">={{ cookiecutter.python_version }}"
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=False).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "none"
@@ -82,7 +82,7 @@ def wheelhouse(target: Target, requirements: Path, host_pip: str) -> tuple[list[
     # Into the cache itself: pip skips a file that is already there ("already downloaded").
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
                              "--progress-bar", "off", "-d", str(CACHE), *links, *target.pip_args(),
-                             "-r", str(requirements), host_pip], capture_output=True, text=True)
+                             "-r", str(requirements), host_pip], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PackError(pip_failure(result.stderr, target))
     names = sorted({Path(n).name for n in PIP_SAID.findall(result.stdout)})
@@ -120,7 +120,7 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
     # static/: a plain copy of the package's static files, for nginx to serve (make nginx-conf).
     if (Path("src") / PACKAGE / "static").is_dir():
         shutil.copytree(Path("src") / PACKAGE / "static", root / "static")
-    built = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (root / "RELEASE").write_text(f"name={NAME}\nversion={version}\ncommit={git_commit()}\nbuilt={built}\n"
                                   f"python={PYTHON_REQUIRES}\ntarget={needs}\n")
     files = sorted(p for p in root.rglob("*") if p.is_file())

@@ -31,10 +31,12 @@ from pathlib import Path
 
 import nginx_conf
 
+REMOTE_SH = Path(__file__).resolve().with_name("remote.sh")
 
-def host_commands(remote_sh: Path = Path(__file__).resolve().with_name("remote.sh")) -> tuple[str, ...]:
+
+def host_commands(remote_sh: Path = REMOTE_SH) -> tuple[str, ...]:
     """The make targets run on the host (start, stop, ...): remote.sh's HOST_COMMANDS line."""
-    found = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", remote_sh.read_text(), re.M)
+    found = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", remote_sh.read_text(), re.MULTILINE)
     if not found:
         raise SystemExit(f"{remote_sh} has no HOST_COMMANDS='...' line")
     return tuple(found.group(1).split())
@@ -44,7 +46,7 @@ HOST_COMMANDS = host_commands()
 COMMANDS = ("deploy", "copy", "rollback", *HOST_COMMANDS, "exec", "config-show", "nginx-conf")
 HOOK = Path("deploy/hooks/post-deploy")
 PACKED = Path("build/rollout-packed.txt")  # what `make pack` packed for the rollout's targets
-CURRENT = re.compile(r"^\* (\S+) \(current\)", re.M)
+CURRENT = re.compile(r"^\* (\S+) \(current\)", re.MULTILINE)
 MAKE_NOISE = re.compile(r"^g?make(\[\d+\])?: \*\*\* ")  # the sub-make's own "Error 1"
 _print_lock = threading.Lock()
 
@@ -179,7 +181,7 @@ def post_deploy(hosts: list[Host], code: int) -> None:
     releases = sorted({h.new for h in hosts if h.new not in ("?", "none")})
     env = {**os.environ, "RELEASE": " ".join(releases), "RESULT": "ok" if code == 0 else "failed",
            "HOSTS": " ".join(h.name for h in hosts), "APP_ENV": os.environ.get("APP_ENV", "prod")}
-    status = subprocess.run([str(HOOK)], env=env).returncode
+    status = subprocess.run([str(HOOK)], env=env, check=False).returncode
     if status != 0:
         say(f"warning: {HOOK} failed (exit {status}); the rollout's own result stands", err=True)
 
@@ -352,9 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("REMOTE_HOSTS is empty: give REMOTE_HOSTS=\"host1 host2\" or REMOTE_HOST=host")
     if not re.fullmatch(r"[1-9][0-9]*", args.batch):
         raise SystemExit(f"BATCH must be a whole number of hosts (1 or more), got '{args.batch}'")
-    if args.command == "nginx-conf":
-        if not nginx_conf.LISTEN.fullmatch(args.nginx_port):
-            raise SystemExit(f"NGINX_PORT must be a port or address:port, got '{args.nginx_port}'")
+    if args.command == "nginx-conf" and not nginx_conf.LISTEN.fullmatch(args.nginx_port):
+        raise SystemExit(f"NGINX_PORT must be a port or address:port, got '{args.nginx_port}'")
     make = Make(args.make)
     # Variables that do not depend on the host (PORT, REMOTE_DIR, ...): checked once, up front.
     code, out = make.run("remote-vars", names[0], quiet=True)

@@ -127,8 +127,8 @@ def local_facts() -> dict[str, str]:
     except (ValueError, OSError):
         libc = ""
     for loader in [] if libc else glob.glob("/lib/ld-musl-*.so.1"):  # musl: its loader says
-        said = subprocess.run([loader], capture_output=True, text=True).stderr
-        if m := re.search(r"^Version (\S+)", said, re.M):
+        said = subprocess.run([loader], capture_output=True, text=True, check=False).stderr
+        if m := re.search(r"^Version (\S+)", said, re.MULTILINE):
             libc = f"musl {m[1]}"
     return {"python_version": platform.python_version(), "implementation": sys.implementation.name,
             "machine": platform.machine(), "libc": libc}
@@ -185,7 +185,7 @@ def check_fits(needs: str, minimum_text: str = "") -> int:
     Python >= minimum_text and was built for `needs`? If so, print the interpreter's own
     path (remote.sh then runs that, not a shim in front of it)."""
     host = os.environ.get("REMOTE_HOST") or platform.node() or "this host"
-    have = "%d.%d" % sys.version_info[:2]
+    have = "{}.{}".format(*sys.version_info[:2])
     if minimum_text and sys.version_info[:2] < tuple(int(n) for n in minimum_text.split(".")[:2]):
         return refuse(f"{host} runs Python {have} ({sys.executable}), older than this release needs "
                       f"(>={minimum_text}); nothing was installed")

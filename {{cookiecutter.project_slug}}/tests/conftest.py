@@ -7,6 +7,7 @@ import pytest
 
 from {{ cookiecutter.package_name }} import create_app
 {%- if cookiecutter.database == "postgresql" %}
+
 from pg_server import INSTALL_HINT, PostgresServer, find_bin_dir
 
 DATABASE_NUMBERS = itertools.count(1)

@@ -128,7 +128,7 @@ def test_pack_for_hosts_packs_once_per_target_and_hands_each_host_its_tarball(ca
     for host in group:
         assert host.target == TARGETS[host.name]
         assert host.release == f"build/app-0.2.0-{TARGETS[host.name]}.tar.gz"
-    assert re.search(r"^  pack: \d+\.\d{3}s \(2 release\(s\) for 2 target\(s\)\)$", capsys.readouterr().out, re.M)
+    assert re.search(r"^  pack: \d+\.\d{3}s \(2 release\(s\) for 2 target\(s\)\)$", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_pack_for_hosts_stops_at_a_host_it_cannot_ask(capsys):
@@ -155,7 +155,7 @@ def test_deploy_to_every_host(capsys):
     out = capsys.readouterr().out
     assert out.count("  check-config: ") == 1 and out.count("  test: ") == 1 and out.count("  pack: ") == 1
     for step in ("check-config", "test", "pack"):
-        assert re.search("^  " + step + r": \d+\.\d\d\ds( |$)", out, re.M), out
+        assert re.search("^  " + step + r": \d+\.\d\d\ds( |$)", out, re.MULTILINE), out
     _, table = rows(out)
     assert {h: row[1:4] for h, row in table.items()} == {h: (OLD, NEW, "deployed") for h in ("web1", "web2", "web3")}
     assert "deployed to all 3 hosts" in out
@@ -224,7 +224,7 @@ def test_host_commands_are_remote_sh_ones():
     remote_sh = (DEPLOY / "remote.sh").read_text()
     assert rollout.HOST_COMMANDS and "status" in rollout.HOST_COMMANDS
     for command in rollout.HOST_COMMANDS:
-        assert re.search("^cmd_" + command + r"\(\) [{] *## ", remote_sh, re.M), command
+        assert re.search("^cmd_" + command + r"\(\) [{] *## ", remote_sh, re.MULTILINE), command
         assert command in rollout.COMMANDS
     # with targets of their own in the Makefile (a hook to run, a command to pass)
     assert {"deploy", "copy", "rollback", "exec", "config-show", "nginx-conf"} <= set(rollout.COMMANDS)
@@ -236,7 +236,7 @@ def test_host_commands_are_remote_sh_ones():
 def test_nginx_conf_has_every_host_and_the_static_root():
     text = nginx_conf.render("my-app", ["10.0.0.1", "fe80::1", "web3"], "8000", "80", "/srv/app/current/static/")
     assert "upstream my_app {" in text and "proxy_pass http://my_app;" in text
-    servers = re.findall(r"^    server (\S+) max_fails=3 fail_timeout=10s;$", text, re.M)
+    servers = re.findall(r"^    server (\S+) max_fails=3 fail_timeout=10s;$", text, re.MULTILINE)
     assert servers == ["10.0.0.1:8000", "[fe80::1]:8000", "web3:8000"]
     assert "    listen 80;" in text and "        alias /srv/app/current/static/;" in text
     assert "proxy_set_header Host $host;" in text

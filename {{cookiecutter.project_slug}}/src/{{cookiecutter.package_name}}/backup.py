@@ -56,7 +56,7 @@ def backup(env: str, target: Path) -> str:
     if shutil.which("pg_dump") is None:
         return "warning: no backup: pg_dump is not installed on this host (apt-get install postgresql-client)"
     done = subprocess.run(["pg_dump", "--format=custom", f"--file={target}", f"--dbname={_libpq_url(url)}"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         target.unlink(missing_ok=True)
         raise BackupError(f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -148,7 +148,7 @@ def restore(env: str, source: Path) -> str:
     if shutil.which("pg_restore") is None:
         raise BackupError("pg_restore is not installed on this host (apt-get install postgresql-client)")
     done = subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-                           f"--dbname={_libpq_url(url)}", str(source)], capture_output=True, text=True)
+                           f"--dbname={_libpq_url(url)}", str(source)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BackupError(f"pg_restore failed: {done.stderr.strip()[-300:]}")
     return f"restored {parsed.render_as_string(hide_password=True)} from {source}"

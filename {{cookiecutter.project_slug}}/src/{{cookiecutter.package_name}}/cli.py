@@ -81,8 +81,7 @@ def edit_local(env: str, local: Path, section: str, key: str, value: str | None)
 def config_set(args: argparse.Namespace) -> int:
     section, key = parse_setting(args.setting)
     value = sys.stdin.read()
-    value = value[:-1] if value.endswith("\n") else value
-    value = value[:-1] if value.endswith("\r") else value
+    value = value.removesuffix("\n").removesuffix("\r")
     if "\n" in value or "\r" in value:
         raise SystemExit(f"error: the value for {args.setting} must be one line")
     try:  # on its own too: an environment variable may override it in the merged check

@@ -10,9 +10,10 @@ from __future__ import annotations
 import configparser
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 ENVIRONMENTS = ("dev", "test", "prod")
 ENV_PREFIX = "{{ cookiecutter.package_name | upper }}_"  # e.g. {{ cookiecutter.package_name | upper }}_SERVER_PORT=9000
@@ -102,7 +103,7 @@ def _command(raw: str) -> str:
 
 def _size_kib(raw: str) -> int:
     """A size such as 512K, 50M or 1G, as KiB (what remote.sh compares a log with)."""
-    m = re.fullmatch(r"\s*(\d+)\s*([KMG])i?B?\s*", raw, re.I)
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG])i?B?\s*", raw, re.IGNORECASE)
     if not m or int(m[1]) == 0:
         raise ValueError(f"{raw!r} is not a size (a whole number with K, M or G, e.g. 50M)")
     return int(m[1]) * {"K": 1, "M": 1024, "G": 1024 * 1024}[m[2].upper()]

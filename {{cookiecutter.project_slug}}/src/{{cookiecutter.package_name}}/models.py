@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+{%- if cookiecutter.python_version == "3.10" %}
 from datetime import datetime, timezone
+{%- else %}
+from datetime import UTC, datetime
+{%- endif %}
 from typing import Any
 
 from flask import Flask
@@ -23,6 +27,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # In the package, so the wheel carries them and `flask db upgrade` finds them from any
 # working directory (a release directory holds no source tree).
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+{%- if cookiecutter.python_version == "3.10" %}
+UTC = timezone.utc  # datetime.UTC from Python 3.11 on
+{%- endif %}
 
 # Constraint names that do not depend on the database: Alembic can then drop or alter them
 # later, on SQLite (batch mode) too.
@@ -44,7 +51,7 @@ migrate = Migrate()
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Note(db.Model):
@@ -59,7 +66,7 @@ class Note(db.Model):
     def to_dict(self) -> dict[str, Any]:
         created = self.created_at
         if created.tzinfo is None:  # SQLite keeps no time zone: it was written as UTC
-            created = created.replace(tzinfo=timezone.utc)
+            created = created.replace(tzinfo=UTC)
         return {"id": self.id, "text": self.text, "created_at": created.isoformat()}
 
 
