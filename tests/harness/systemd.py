@@ -8,7 +8,8 @@
         server.reboot()                         # `systemctl reboot` inside; boots again
 
 A rootfs is made once per Debian suite with `debootstrap --variant=minbase` and cached
-outside the repository (CFD_ROOTFS_CACHE, default /var/cache/cfd-test/rootfs). Each
+outside the repository (CFD_ROOTFS_CACHE, default /var/cache/cfd-test/rootfs), from the
+Debian mirror this machine's apt uses (debian_mirror(); CFD_DEBIAN_MIRROR overrides it). Each
 server is an overlayfs over it (its changes live in the test's tmp dir), in a network
 namespace of its own joined to this machine by a veth pair (10.231.<index>.1 here,
 .2 there), booted by `systemd-nspawn --boot`. An ordinary user `deploy` (lingering on,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,9 +33,10 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 CACHE = Path(os.environ.get("CFD_ROOTFS_CACHE", "/var/cache/cfd-test/rootfs"))
-MIRROR = os.environ.get("CFD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+APT_DIR = Path("/etc/apt")
 PACKAGES = ("systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,iproute2,procps,"
             "libpam-systemd,dbus-user-session")
 USER = "deploy"
@@ -77,6 +80,60 @@ def unavailable() -> str | None:
     return None
 
 
+def apt_deb_uris(name: str, text: str) -> list[str]:
+    """The URIs of the `deb` entries (not deb-src) of one apt sources file, in order: the
+    one-line format of *.list (`deb [options] URI suite components`), or deb822 for
+    *.sources (paragraphs with `Types:` and `URIs:`; `Enabled: no` skips one)."""
+    uris: list[str] = []
+    if name.endswith(".sources"):
+        for paragraph in re.split(r"\n\s*\n", text):
+            fields: dict[str, str] = {}
+            key = None
+            for line in paragraph.splitlines():
+                if line.startswith("#") or not line.strip():
+                    continue
+                if line[0] in " \t" and key:  # a continuation line
+                    fields[key] += " " + line.strip()
+                elif ":" in line:
+                    key, _, value = line.partition(":")
+                    key = key.strip().lower()
+                    fields[key] = value.strip()
+            if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes").lower() != "no":
+                uris += fields.get("uris", "").split()
+        return uris
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split(maxsplit=1)
+        if len(words) < 2 or words[0] != "deb":
+            continue
+        rest = words[1].strip()
+        if rest.startswith("["):  # options: [arch=amd64 signed-by=…], spaces allowed inside
+            rest = rest.partition("]")[2]
+        if rest.split():
+            uris.append(rest.split()[0])
+    return uris
+
+
+def debian_mirror(apt_dir: Path = APT_DIR) -> str:
+    """The first `deb` URI of this machine's apt sources whose path ends in /debian (the
+    archive itself, not debian-security or a third party's repository), read in apt's own
+    order: sources.list, then sources.list.d/*.list and *.sources by name."""
+    listed = apt_dir / "sources.list.d"
+    files = [apt_dir / "sources.list", *sorted(
+        (p for p in listed.glob("*") if p.suffix in (".list", ".sources")), key=lambda p: p.name)]
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:  # absent or unreadable: apt would not use it either
+            continue
+        for uri in apt_deb_uris(path.name, text):
+            if urlsplit(uri).path.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    raise RuntimeError(
+        f"no Debian mirror to debootstrap from: no `deb` entry whose URI ends in /debian in "
+        f"{', '.join(map(str, files))} (apt's sources.list, then {listed}/*.list and *.sources); "
+        "set CFD_DEBIAN_MIRROR to one")
+
+
 def rootfs(suite: str) -> Path:
     """The cached base rootfs of a Debian suite, made once (about a minute) and shared."""
     base = CACHE / suite
@@ -89,7 +146,8 @@ def rootfs(suite: str) -> Path:
             return base
         tmp = CACHE / f"{suite}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        made = _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(tmp), MIRROR,
+        mirror = os.environ.get("CFD_DEBIAN_MIRROR") or debian_mirror()
+        made = _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(tmp), mirror,
                     check=False)
         if made.returncode != 0:
             raise RuntimeError(f"debootstrap {suite} failed:\n{made.stdout[-2000:]}\n{made.stderr[-2000:]}")
