@@ -8,6 +8,10 @@ directory itself).  An empty or path-like project_slug never gets here in a
 normal bake: the `checked_slug` filter (flask_deploy_answers.py) refuses it while
 cookiecutter reads the answers, before any directory exists.  This hook still
 refuses it, for a bake that skips that step (a hand-edited --replay file).
+
+Everything above the last lines is plain Python with no Jinja in it, so the template's
+tests import this file and call the checks directly (tests/test_hooks.py); only the call
+at the bottom is rendered, and it runs only when cookiecutter runs the file.
 """
 
 from __future__ import annotations
@@ -18,26 +22,9 @@ import re
 import sys
 import unicodedata
 
-# `tojson` escapes backslashes, newlines and quotes (even "'"), so each answer
-# renders as JSON text that fits in a raw '...' literal whatever the user typed.
-# The quotes must stay single: keep formatters away.
-# fmt: off
-ANSWERS: dict[str, str] = {
-    name: str(json.loads(raw))
-    for name, raw in {
-        "project_name": r'{{ cookiecutter.project_name | tojson }}',
-        "project_slug": r'{{ cookiecutter.project_slug | tojson }}',
-        "package_name": r'{{ cookiecutter.package_name | tojson }}',
-        "description": r'{{ cookiecutter.description | tojson }}',
-        "author_name": r'{{ cookiecutter.author_name | tojson }}',
-        "author_email": r'{{ cookiecutter.author_email | tojson }}',
-        "version": r'{{ cookiecutter.version | tojson }}',
-        "python_version": r'{{ cookiecutter.python_version | tojson }}',
-        "port": r'{{ cookiecutter.port | tojson }}',
-        "database": r'{{ cookiecutter.database | tojson }}',
-    }.items()
-}
-# fmt: on
+# The answers this hook checks (every prompt of cookiecutter.json).
+FIELDS = ("project_name", "project_slug", "package_name", "description", "author_name",
+          "author_email", "version", "python_version", "port", "database")
 
 # Modules a package of this name would shadow: the project's dependencies and
 # tools, and the standard library.  sys.stdlib_module_names is the list of the
@@ -157,15 +144,29 @@ def check_others(answers: dict[str, str]) -> list[str]:
     return errors
 
 
-def main() -> int:
-    slug, package = ANSWERS["project_slug"], ANSWERS["package_name"]
-    errors = check_text(ANSWERS) + check_slug(slug) + check_package(package, slug)
-    errors += check_others(ANSWERS)
+def answers_from(context: dict[str, object]) -> dict[str, str]:
+    """The answers to check, as text, from cookiecutter's context (the `cookiecutter` dict)."""
+    return {name: str(context[name]) for name in FIELDS}
+
+
+def check_answers(answers: dict[str, str]) -> list[str]:
+    """Every problem with the answers, one sentence each, in the order they are printed."""
+    slug, package = answers["project_slug"], answers["package_name"]
+    errors = check_text(answers) + check_slug(slug) + check_package(package, slug)
+    return errors + check_others(answers)
+
+
+def main(context_json: str) -> int:
+    errors = check_answers(answers_from(json.loads(context_json)))
     if not errors:
         return 0
     print("\n".join(errors), file=sys.stderr)
     return 1
 
 
+# The only Jinja in this file. `tojson` escapes backslashes, line breaks and quotes (even
+# "'"), so the answers render as JSON text that fits a raw '...' literal whatever the user
+# typed; cookiecutter wrote the same context to its replay file, so it is JSON already.
+# The quotes must stay single: keep formatters away.
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(r'{{ cookiecutter | tojson }}'))  # fmt: skip
