@@ -24,8 +24,8 @@ def test_pins_are_read_by_canonical_name_with_comments_markers_and_options():
 @pytest.mark.parametrize("line", ["Flask>=3.1", "Flask", "Flask==3.*,<4", "git+https://example.invalid/x.git"])
 def test_a_line_that_is_no_pin_is_named(line):
     _, problems = contents.requirement_pins(f"gunicorn==27.0.1\n{line}\n")
-    assert problems == [f"requirements.txt line 2: {line!r} is not a pin (name==version): "
-                        "the host installs exactly the versions listed there"]
+    assert problems == [(f"requirements.txt line 2: {line!r} is not a pin (name==version): "
+                         "the host installs exactly the versions listed there")]
 
 
 def test_every_requirement_pinned_within_its_range_passes():
@@ -47,8 +47,8 @@ def test_a_pin_outside_the_range_is_named():
 def test_a_resolved_wheel_without_a_pin_is_named_but_the_installer_is_not():
     names = ["flask-3.1.3-py3-none-any.whl", "blinker-1.9.0-py3-none-any.whl", "pip-26.0-py3-none-any.whl"]
     assert contents.unpinned_wheels(names, PINS, {"pip"}) == [
-        "the wheelhouse needs blinker 1.9.0 (a dependency of a pinned package), which requirements.txt "
-        "does not pin: add blinker==1.9.0"]
+        ("the wheelhouse needs blinker 1.9.0 (a dependency of a pinned package), which requirements.txt "
+         "does not pin: add blinker==1.9.0")]
 
 
 def test_requirements_are_read_from_the_wheels_metadata(tmp_path):
@@ -94,5 +94,5 @@ def test_a_symlink_in_the_package_is_named(package):
     (package / "static" / "passwd").symlink_to("/etc/passwd")
     wheel = ["app/__init__.py", "app/sql/seed.sql", "app/static/img/logo.svg", "app/templates/admin/panel.html"]
     assert contents.source_problems(package, "app", wheel) == [
-        f"{package}/static/passwd is a symlink: a release carries files, not links "
-        "(copy the file in, or move what it points to into the package)"]
+        (f"{package}/static/passwd is a symlink: a release carries files, not links "
+         "(copy the file in, or move what it points to into the package)")]
