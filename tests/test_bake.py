@@ -47,7 +47,7 @@ TREE = [
     "src/{package}/__init__.py", "src/{package}/config.py", "src/{package}/views.py",
     "src/{package}/wsgi.py", "src/{package}/cli.py",
     "src/{package}/templates/index.html", "src/{package}/static/style.css",
-    "deploy/remote.sh", "deploy/gunicorn.conf.py", "deploy/healthz.py", "deploy/pack.py",
+    "deploy/remote.sh", "deploy/gunicorn.conf.py", "deploy/host.py", "deploy/pack.py",
     "tests/conftest.py",
 ]
 LEFTOVERS = ("{{ cookiecutter", "{{cookiecutter", "{%")

@@ -267,7 +267,7 @@ def test_configs_and_deploy_files_ship_but_not_local_ini(release, baked_project)
     assert shipped == ["base.ini", "dev.ini", "prod.ini", "test.ini"]
     for name in shipped:
         assert (release.root / "config" / name).read_bytes() == (baked_project / "config" / name).read_bytes()
-    for name in ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py"):
+    for name in ("remote.sh", "host.py", "gunicorn.conf.py", "target.py"):
         assert (release.root / "deploy" / name).is_file()
 
 

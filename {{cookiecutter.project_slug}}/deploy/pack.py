@@ -26,7 +26,7 @@ from pathlib import Path
 from contents import canonical, lock_problems, requirement_pins, source_problems, unpinned_wheels, wheel_requirements
 from target import Target, TargetError, local_facts, wheel_needs
 
-DEPLOY_FILES = ("remote.sh", "gunicorn.conf.py", "healthz.py", "target.py", "install.py")
+DEPLOY_FILES = ("remote.sh", "host.py", "gunicorn.conf.py", "target.py")
 CACHE = Path("build/wheels")
 LISTS = Path("build/wheelhouse")
 EXTRA = Path("wheels-extra")  # wheels built by hand for a target PyPI has none for

@@ -106,28 +106,32 @@ tail_log() {  # file: its last lines, on stderr
     tail -n 20 "$1" >&2 2>/dev/null || true
 }
 
-healthz() {  # [healthz.py args...]: ask the app on PORT
-    "$PYTHON" "$(current_dir)/deploy/healthz.py" --port "$PORT" "$@"
+# deploy/host.py, the Python half, comes appended to this script (the Makefile sends them
+# as one): kept in APP_DIR/host.py, rewritten only when it changed. A copy of this script
+# run by hand from a release uses the host.py beside it.
+HOST_MARK='^#--- host.py follows ---$'
+host_program() {
+    HOST_PY=$APP_DIR/host.py
+    if grep -q "$HOST_MARK" "$0" 2>/dev/null; then
+        sed "1,/$HOST_MARK/d" "$0" | cmp -s - "$HOST_PY" ||
+            { sed "1,/$HOST_MARK/d" "$0" >"$HOST_PY.tmp.$$" && mv -f "$HOST_PY.tmp.$$" "$HOST_PY"; } ||
+            die "cannot write $HOST_PY"
+    elif [ -f "$(dirname "$0")/host.py" ]; then
+        HOST_PY=$(dirname "$0")/host.py
+    fi
+}
+host() { "$PYTHON" "$HOST_PY" "$@"; }
+
+healthz() {  # [host.py healthz args...]: ask the app on PORT
+    host healthz --port "$PORT" "$@"
 }
 
 current_dir() { readlink -f "$CURRENT"; }
 current_id() { basename "$(current_dir)"; }
-release_time() { echo "${1##*-}"; }
-
-# Finished releases, oldest first (ids end in a UTC timestamp; versions do not sort).
-# Unfinished installs and refused releases (failed to boot) are never rollback targets.
-finished_releases() {
-    for dir in "$RELEASES"/*/; do
-        [ -d "$dir" ] && [ ! -e "$dir.unfinished" ] && [ ! -e "$dir.refused" ] || continue
-        id=${dir%/} && id=${id##*/}  # no basename: prune lists them three times
-        echo "${id##*-} $id"
-    done | sort | cut -d' ' -f2
-}
-
-previous_id() {  # the newest finished release older than current
-    cur=$(current_id)
-    finished_releases | awk -v cur="$cur" '$0 == cur { print prev; exit } { prev = $0 }'
-}
+# Finished releases, oldest first; unfinished installs and refused releases (failed to
+# boot) are never rollback targets (host.py: Releases).
+finished_releases() { host finished --app-dir "$APP_DIR"; }
+previous_id() { host previous --app-dir "$APP_DIR" || true; }  # the newest finished release older than current
 
 # --- the deploy lock: mkdir is atomic; the holder's pid tells a stale lock apart -----
 
@@ -278,7 +282,7 @@ install_release() {  # tarball-name sha256
     # -S: without site, venv starts in half the time
     "$PYTHON" -S -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
     if previous=$(reusable_venv "$dir") && link_site_packages "$previous/venv" "$dir/venv" &&
-        "$dir/venv/bin/python" -S "$dir/deploy/install.py" "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
+        "$dir/venv/bin/python" -S "$HOST_PY" install-app "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
         finish_install "$dir"
         say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): linked, no pip)"
         return 0
@@ -298,7 +302,7 @@ install_release() {  # tarball-name sha256
 # The running release's site-packages in the new venv, as hard links to its files, made
 # read-only first: no two releases share a file that can change (Python replaces a .pyc
 # with a new file, never in place), and 40 MB is not written again on every deploy.
-# install.py then swaps the app. Where links fail, copies (cp -p keeps the .pyc valid).
+# host.py install-app then swaps the app. Where links fail, copies (cp -p keeps the .pyc valid).
 link_site_packages() {  # old venv, new venv
     for old_site in "$1"/lib/python*/site-packages; do
         new_site=$2/lib/$(basename "$(dirname "$old_site")")/site-packages
@@ -350,7 +354,7 @@ lean_retry() {  # why: exit 75, on which make uploads the whole release and trie
 reusable_venv() {  # new release dir
     [ -L "$CURRENT" ] || return 1
     previous=$(current_dir)
-    [ -f "$previous/SHA256SUMS" ] && [ -f "$previous/venv/pyvenv.cfg" ] && [ -f "$1/deploy/install.py" ] || return 1
+    [ -f "$previous/SHA256SUMS" ] && [ -f "$previous/venv/pyvenv.cfg" ] || return 1
     [ "$(grep -E '^(home|version)' "$previous/venv/pyvenv.cfg")" = "$(grep -E '^(home|version)' "$1/venv/pyvenv.cfg")" ] || return 1
     [ "$(dependency_sums "$previous")" = "$(dependency_sums "$1")" ] || return 1
     echo "$previous"
@@ -447,7 +451,7 @@ smoke_boot() {
     ok=0
     # One poller. Until we reap it, the pid is ours: it has exited once it is a zombie or
     # gone (not when its cmdline is empty: a live child shows that while it execs).
-    if "$PYTHON" "$dir/deploy/healthz.py" --unix "$sock" --release "$1" --watch-pid "$SMOKE_PID" \
+    if host healthz --unix "$sock" --release "$1" --watch-pid "$SMOKE_PID" \
         --wait "$BOOT_TIMEOUT" --interval 0.05 >/dev/null; then ok=1; fi
     if [ "$ok" != 1 ]; then
         smoke_stop
@@ -463,7 +467,7 @@ smoke_stop() { if [ -n "${SMOKE_PID:-}" ]; then kill -TERM "$SMOKE_PID" 2>/dev/n
 # command (a page may need the new schema): a 5xx or no answer refuses the release.
 smoke_paths() {  # release id
     dir=$RELEASES/$1
-    if [ -n "$SMOKE_PATHS" ] && ! said=$("$PYTHON" "$dir/deploy/healthz.py" --unix "$RUN/smoke.sock" --paths "$SMOKE_PATHS"); then
+    if [ -n "$SMOKE_PATHS" ] && ! said=$(host healthz --unix "$RUN/smoke.sock" --paths "$SMOKE_PATHS"); then
         smoke_stop
         : >"$dir/.refused"
         tail_log "$LOG/smoke.log"
@@ -729,20 +733,7 @@ stop_service() {
 # then USR1, on which gunicorn and its workers reopen their logs. No line is lost: every
 # line lands in the old file or the new one. Keeps LOG_KEEP old ones (.1 newest).
 cmd_rotate_logs() {
-    rotated=
-    for log in "$LOG/gunicorn.log" "$LOG/access.log"; do
-        [ -f "$log" ] && [ "$(($(wc -c <"$log") / 1024))" -ge "$LOG_MAX_KB" ] || continue
-        n=$LOG_KEEP
-        rm -f "$log.$n"
-        while [ "$n" -gt 1 ]; do
-            if [ -e "$log.$((n - 1))" ]; then mv -f "$log.$((n - 1))" "$log.$n"; fi
-            n=$((n - 1))
-        done
-        mv -f "$log" "$log.1"
-        rotated=1
-    done
-    if [ -n "$rotated" ] && pid=$(master_pid); then kill -USR1 "$pid"; fi
-    return 0
+    host rotate-logs --log-dir "$LOG" --max-kb "$LOG_MAX_KB" --keep "$LOG_KEEP" --pidfile "$PIDFILE" --master "$RELEASES/"
 }
 
 # --- the database: a backup before each migration, on demand, and restores ---------------
@@ -791,19 +782,6 @@ cmd_db_restore() {  # backup name
     }
     say "$said"
     cmd_start
-}
-
-# Backups go with their releases: drop those of releases older than the oldest one kept
-# (a refused release's backup, taken before its failed migration, stays until then).
-prune_backups() {
-    oldest=$(finished_releases | head -n 1)
-    [ -n "$oldest" ] && [ -d "$SHARED/backups" ] || return 0
-    for file in "$SHARED/backups"/*.backup; do
-        [ -f "$file" ] || continue
-        id=$(basename "$file" .backup)
-        case $id in manual-*) continue ;; esac
-        if [ "$(release_time "$id" | tr -dc 0-9)" -lt "$(release_time "$oldest" | tr -dc 0-9)" ]; then rm -f "$file"; fi
-    done
 }
 
 # --- commands -----------------------------------------------------------------------
@@ -902,15 +880,7 @@ cmd_logs() {  ## the last LINES lines of the gunicorn log; FOLLOW=1 follows it
 }
 
 cmd_releases() {  ## list the releases on the host, marking current
-    cur=$( [ -L "$CURRENT" ] && current_id || true)
-    for id in $(finished_releases); do
-        if [ "$id" = "$cur" ]; then say "* $id (current)"; else say "  $id"; fi
-    done
-    for dir in "$RELEASES"/*/; do
-        [ -e "$dir.unfinished" ] && say "  $(basename "$dir") (unfinished, removed by the next deploy)"
-        [ -e "$dir.refused" ] && say "  $(basename "$dir") (refused: failed to boot, removed by the next deploy)"
-    done
-    return 0
+    host releases --app-dir "$APP_DIR"
 }
 
 cmd_history() {  ## the last LINES deploys, rollbacks, restarts, stops and starts on the host
@@ -995,31 +965,15 @@ cmd_unlock() {  ## remove a stale deploy lock
     if [ -d "$LOCK" ]; then say "removing deploy lock ($(lock_describe))"; rm -rf "$LOCK"; else say "no deploy lock held"; fi
 }
 
-# Keep the newest KEEP_RELEASES, never current or the one before; drop unfinished work
-# and refused releases.
-cmd_prune() {
-    cur=$( [ -L "$CURRENT" ] && current_id || true)
-    prev=$( [ -L "$CURRENT" ] && previous_id || true)
-    for dir in "$RELEASES"/*/; do
-        if [ -e "$dir.unfinished" ] || { [ -e "$dir.refused" ] && [ "$(basename "$dir")" != "$cur" ]; }; then
-            rm -rf "$dir"
-        fi
-    done
-    finished_releases | head -n "-$KEEP_RELEASES" | while read -r id; do
-        [ "$id" = "$cur" ] || [ "$id" = "$prev" ] || rm -rf "${RELEASES:?}/$id"
-    done
-    prune_backups
-    # the wheel cache keeps what a release still on the host brought
-    cat "$RELEASES"/*/SHA256SUMS 2>/dev/null | awk '$2 ~ /^wheels\// { print $1 }' | sort -u >"$WHEELS/.keep.$$"
-    (cd "$WHEELS" && find . -maxdepth 1 -type f ! -name '.*' | sed 's|^\./||' | grep -vxF -f ".keep.$$" | xargs rm -f --)
-    rm -f "$WHEELS/.keep.$$"
-    find "$APP_DIR/.incoming" -mindepth 1 -maxdepth 1 -mmin +60 -exec rm -rf {} + 2>/dev/null || true
-}
+# Keep the newest KEEP_RELEASES, never current or the one before; drop unfinished work,
+# refused releases, the backups of releases gone and wheels no release brought.
+cmd_prune() { host prune --app-dir "$APP_DIR" --keep "$KEEP_RELEASES"; }
 
 main() {
     command=${1:-}
     [ $# -gt 0 ] && shift
     setup_paths
+    host_program
     trap on_exit EXIT
     trap 'exit 130' INT TERM
     trap '' HUP PIPE
@@ -1044,3 +998,4 @@ main() {
 }
 
 main "$@"
+exit  # the Makefile sends deploy/host.py after this line (host_program)

@@ -1,0 +1,183 @@
+"""deploy/host.py's pure logic, by import: release order, prune, rotation, the registry."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+HOST_PY = Path(__file__).parents[1] / "deploy" / "host.py"
+_spec = importlib.util.spec_from_file_location("host", HOST_PY)
+host = importlib.util.module_from_spec(_spec)
+sys.modules["host"] = host  # dataclasses look their module up by name
+_spec.loader.exec_module(host)
+
+A, B, C, D, E = (f"{v}-2026120{n}T000000Z" for n, v in enumerate(["1.2.0", "0.9.0", "1.10.0", "1.3.0", "2.0.0"], 1))
+
+
+def releases_dir(tmp_path, finished=(), unfinished=(), refused=(), current=None):
+    for name in (*finished, *unfinished, *refused):
+        (tmp_path / "releases" / name).mkdir(parents=True)
+    for name in unfinished:
+        (tmp_path / "releases" / name / ".unfinished").touch()
+    for name in refused:
+        (tmp_path / "releases" / name / ".refused").touch()
+    if current:
+        os.symlink(f"releases/{current}", tmp_path / "current")
+    return tmp_path
+
+
+def test_releases_are_ordered_by_their_timestamp_not_their_version(tmp_path):
+    app = releases_dir(tmp_path, finished=[E, C, A, D, B])
+    assert host.Releases.read(app / "releases").finished == [A, B, C, D, E]
+
+
+def test_unfinished_and_refused_releases_are_never_finished(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, C], unfinished=[D], refused=[B])
+    releases = host.Releases.read(app / "releases")
+    assert (releases.finished, releases.unfinished, releases.refused) == ([A, C], [D], [B])
+
+
+def test_previous_is_the_newest_finished_release_older_than_current():
+    releases = host.Releases([A, B, C, D], [], [])
+    assert releases.previous(D) == C
+    assert releases.previous(B) == A  # after a rollback to B
+    assert releases.previous(A) is None
+    assert releases.previous("elsewhere") is None
+
+
+@pytest.mark.parametrize("current, keep, pruned", [
+    (E, 2, [A, B, C]),  # the newest two stay
+    (E, 5, []),
+    (E, 1, [A, B, C]),  # never the one before current (D)
+    (B, 2, [C]),  # after a rollback to B: B and A (the one before) stay, and the newest two
+    (A, 1, [B, C, D]),  # rolled back to the oldest: it stays, and the newest one
+])
+def test_prune_keeps_the_newest_and_never_current_or_the_one_before(current, keep, pruned):
+    assert host.Releases([A, B, C, D, E], [], []).to_prune(current, keep) == pruned
+
+
+def test_prune_drops_unfinished_work_and_refused_releases_but_a_current_one():
+    releases = host.Releases([A], unfinished=[C], refused=[B, D])
+    assert releases.to_prune(D, 5) == [C, B]
+
+
+def test_a_releases_backup_goes_with_it_manual_ones_stay():
+    names = [f"{A}.backup", f"{C}.backup", f"manual-{A}.backup", "notes.txt", f"{D}.backup"]
+    assert host.backups_to_prune(names, C) == [f"{A}.backup"]
+    assert host.backups_to_prune(names, None) == []
+
+
+def test_prune_command_removes_releases_backups_and_unused_wheels(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, B, C, D], refused=[E], current=D)
+    (app / "releases" / D / "SHA256SUMS").write_text("aaa  wheels/x.whl\nbbb  config/base.ini\n")
+    (app / "releases" / A / "SHA256SUMS").write_text("ccc  wheels/y.whl\n")
+    wheels, backups = app / "shared" / "wheels", app / "shared" / "backups"
+    wheels.mkdir(parents=True)
+    backups.mkdir()
+    for name in ("aaa", "bbb", "ccc", ".aaa.tmp"):
+        (wheels / name).write_text(name)
+    for name in (f"{A}.backup", f"{C}.backup", "manual-x.backup"):
+        (backups / name).write_text("")
+    assert host.main(["prune", "--app-dir", str(app), "--keep", "1"]) == 0
+    assert sorted(os.listdir(app / "releases")) == [C, D]  # D current, C the one before
+    assert sorted(os.listdir(wheels)) == [".aaa.tmp", "aaa"]  # A's wheel went with A
+    assert sorted(os.listdir(backups)) == [f"{C}.backup", "manual-x.backup"]
+
+
+def test_prune_never_deletes_through_a_planted_link(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, B, C], current=C)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    (app / "shared").mkdir()
+    (app / "shared" / "wheels").symlink_to(victim)
+    (app / "shared" / "backups").symlink_to(victim)
+    host.main(["prune", "--app-dir", str(app), "--keep", "1"])
+    assert (victim / "precious").read_text() == "keep me"
+
+
+def test_rotation_renames_oldest_first_and_the_log_last(tmp_path):
+    log = tmp_path / "gunicorn.log"
+    assert [(a.name, b.name) for a, b in host.rotation(log, 3)] == [
+        ("gunicorn.log.2", "gunicorn.log.3"), ("gunicorn.log.1", "gunicorn.log.2"), ("gunicorn.log", "gunicorn.log.1")]
+
+
+def test_rotate_logs_keeps_the_newest_and_leaves_small_logs(tmp_path):
+    (tmp_path / "gunicorn.log").write_text("x" * 3000)
+    (tmp_path / "access.log").write_text("small")
+    for n in (1, 2):
+        (tmp_path / f"gunicorn.log.{n}").write_text(f"old {n}")
+    assert host.main(["rotate-logs", "--log-dir", str(tmp_path), "--max-kb", "2", "--keep", "2"]) == 0
+    assert (tmp_path / "gunicorn.log.1").read_text() == "x" * 3000
+    assert (tmp_path / "gunicorn.log.2").read_text() == "old 1"
+    assert not (tmp_path / "gunicorn.log").exists() and not (tmp_path / "gunicorn.log.3").exists()
+    assert (tmp_path / "access.log").read_text() == "small"
+
+
+def test_releases_listing_marks_current_unfinished_and_refused(tmp_path, capsys):
+    app = releases_dir(tmp_path, finished=[A, B], unfinished=[C], refused=[D], current=B)
+    host.main(["releases", "--app-dir", str(app)])
+    assert capsys.readouterr().out.splitlines() == [
+        f"  {A}", f"* {B} (current)", f"  {C} (unfinished, removed by the next deploy)",
+        f"  {D} (refused: failed to boot, removed by the next deploy)"]
+
+
+def test_registry_drives_help_and_dispatch(capsys):
+    assert host.main(["help"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == list(host.COMMANDS)
+    assert host.main(["no-such-command"]) == 2
+    assert "unknown host command 'no-such-command'" in capsys.readouterr().err
+
+
+def test_an_old_python_is_named_by_its_version():
+    """The guard is the first statement: on 3.9 the file stops there with one line."""
+    source = HOST_PY.read_text().replace("sys.version_info < (3, 10)", "sys.version_info < (99, 0)")
+    result = subprocess.run([sys.executable, "-c", source, "help"], check=False, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: host.py needs Python 3.10 or newer; this is {sys.version.split()[0]}"
+
+
+class Pages(BaseHTTPRequestHandler):
+    def do_GET(self):
+        status = {"/healthz": 200, "/": 200, "/login": 302, "/missing": 404}.get(self.path, 500)
+        body = json.dumps({"status": "ok", "release": "r1"}).encode() if self.path == "/healthz" else b"page"
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def app_port():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+
+
+def test_healthz_names_the_release(app_port, capsys):
+    assert host.main(["healthz", "--port", str(app_port), "--release", "r1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"status": "ok", "release": "r1"}
+    assert host.main(["healthz", "--port", str(app_port), "--release", "r2"]) == 1
+
+
+def test_smoke_paths_pass_on_redirects_and_404_and_fail_on_a_5xx(app_port, capsys):
+    assert host.main(["healthz", "--port", str(app_port), "--paths", "/ /login /missing"]) == 0
+    assert host.main(["healthz", "--port", str(app_port), "--paths", "/ /broken /login"]) == 1
+    assert capsys.readouterr().out.strip() == "GET /broken answered 500"
+
+
+def test_a_path_nothing_answers_is_named():
+    result = subprocess.run([sys.executable, HOST_PY, "healthz", "--unix", "/nonexistent/smoke.sock", "--paths", "/"],
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stdout.startswith("GET / got no answer (")
