@@ -176,7 +176,7 @@ def deploy_row(label: str, total: float, out: str) -> None:
     host = parse_ms(out, "host")
     install = parse_ms(out, "install")
     found = {m.group(1): float(m.group(2)) for m in
-             re.finditer(r"^\s*(local|pack|install|smoke_boot|release_command|switch|handover|prune): ([\d.]+)s\s*$",
+             re.finditer(r"^\s*(local|pack|install|smoke_boot|release_command|smoke_paths|switch|handover|prune): ([\d.]+)s\s*$",
                           out, re.M)}
     steps = ", ".join(f"{name} {value:.2f}" for name, value in found.items())
     floor = floors["test"] + floors["wheel"] + floors["upload"] + floors["install"]
@@ -416,6 +416,24 @@ def throughput_rows(project: Project, port: int, remote_dir: Path) -> None:
         f"{keep[keep_best]['rps'] / keep[0]['rps'] - 1:+.0%} over the deployed settings)")
 
 
+def smoke_seconds(out: str) -> float:
+    return sum(float(m[1]) for m in re.finditer(r"^\s*smoke_(?:boot|paths): ([\d.]+)s\s*$", out, re.M))
+
+
+def smoke_row(project: Project, out: str) -> None:
+    """The smoke test with [deploy] smoke_paths at its default (/), against /healthz alone:
+    a redeploy with smoke_paths emptied in prod.ini, in this run."""
+    prod = project.path / "config" / "prod.ini"
+    saved = prod.read_text()
+    prod.write_text(saved + "\n[deploy]\nsmoke_paths =\n")
+    try:
+        _, alone = project.make("deploy", remote=True)
+    finally:
+        prod.write_text(saved)
+    row("redeploy: smoke boot and smoke_paths (default /)", secs(smoke_seconds(out)),
+        against(smoke_seconds(out), smoke_seconds(alone), "the smoke boot with /healthz alone (smoke_paths empty)"))
+
+
 def main() -> int:
     if find_sshd() is None:
         print("bench: needs sshd (apt-get install openssh-server)", file=sys.stderr)
@@ -471,6 +489,7 @@ def main() -> int:
         deploy_row("first deploy", took, out)
         took, out = project.make("deploy", remote=True)
         deploy_row("redeploy, unchanged dependencies", took, out)
+        smoke_row(project, out)
         upload_row(path, host.host_alias)
         timelines = handover_rows(project, port)
         throughput_rows(project, port, remote_dir)

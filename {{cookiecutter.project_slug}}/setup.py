@@ -9,7 +9,7 @@ PACKAGE = "{{ cookiecutter.package_name }}"
 
 def package_files() -> list[str]:
     """Every file under src/<package>/ that git does not ignore (every file, outside git),
-    less __pycache__/ and *.pyc: templates and static files in any subfolder, migrations,
+    less __pycache__/ and *.pyc: templates and static files in any subfolder,
     SQL, JSON, fonts. `make pack` checks that the wheel holds each one."""
     root = Path(__file__).resolve().parent / "src" / PACKAGE
     try:

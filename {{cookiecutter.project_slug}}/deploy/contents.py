@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def canonical(name: str) -> str:
-    """A distribution name as PEP 503 compares them: Flask_SQLAlchemy == flask-sqlalchemy."""
+    """A distribution name as PEP 503 compares them: Flask_Login == flask-login."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 

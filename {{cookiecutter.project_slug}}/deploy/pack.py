@@ -127,8 +127,16 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
     (root / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(root)}\n" for p in files))
     tarball = out / f"{root.name}.tar.gz"
     with tarfile.open(tarball, "w:gz") as tar:
-        tar.add(root, arcname=root.name)
+        tar.add(root, arcname=root.name, filter=owned_by_root)
     return tarball
+
+
+def owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Owner 0/0 in the tarball, whoever packs: the packing machine's uids mean nothing on a
+    host (the host unpacks without owners anyway)."""
+    member.uid = member.gid = 0
+    member.uname = member.gname = "root"
+    return member
 
 
 def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_pip: str) -> list[tuple[Target, Path]]:

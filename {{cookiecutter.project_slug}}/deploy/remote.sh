@@ -66,7 +66,6 @@ setup_paths() {
     LOG=$SHARED/log
     CURRENT=$APP_DIR/current
     LOCK=$APP_DIR/.deploy.lock
-    WHEELS=$SHARED/wheels  # every wheel a release brought, named by its sha256
     PIDFILE=$RUN/gunicorn.pid
     export "${VARS}_ENV=$APP_ENV" "${VARS}_SHARED_DIR=$SHARED" "${VARS}_CURRENT=$CURRENT" \
         "${VARS}_LOCAL_CONFIG=$SHARED/local.ini"
@@ -183,15 +182,6 @@ record_history() {  # exit status
 
 # --- install a release --------------------------------------------------------------
 
-new_release_id() {  # version
-    while :; do
-        id="$1-$(date -u +%Y%m%dT%H%M%SZ)"
-        [ -e "$RELEASES/$id" ] || break
-        sleep 1
-    done
-    echo "$id"
-}
-
 ensure_local_ini() {
     [ -e "$SHARED/local.ini" ] && return 0
     key=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')
@@ -227,142 +217,18 @@ print("executable=" + sys.executable)' 2>/dev/null >"$RUN/probe.$$" || { rm -f "
     rm -rf "$probe"
 }
 
-# Refuse a release this host's Python cannot install: too old for the project, or another
-# Python or platform than its wheels were built for. One Python start, on the unpacked
-# release (a lean upload unpacks in milliseconds), which also makes PYTHON the interpreter
-# itself: a pyenv shim in front of it costs ~60 ms on every start.
-check_fits() {  # unpacked dir
-    [ -f "$1/RELEASE" ] || refuse_upload "$1" "upload $upload_name has no RELEASE file; nothing was installed"
-    minimum=$(sed -n 's/^python=>=//p' "$1/RELEASE")
-    needs=$(sed -n 's/^target=//p' "$1/RELEASE")  # none: packed before targets existed
-    if [ -f "$RUN/python" ] && { read -r name && read -r executable; } <"$RUN/python" &&
-        [ "$name" = "$PYTHON" ] && [ -x "$executable" ]; then PYTHON=$executable; fi  # cmd_probe's
-    status=0
-    found=$("$PYTHON" -S "$1/deploy/target.py" fits "${needs:-any}" "$minimum" 2>"$1.fits") || status=$?
-    if [ "$status" = 0 ]; then
-        if [ -x "$found" ]; then PYTHON=$found; fi
-        rm -f "$1.fits"
-        return 0
-    fi
-    if [ "$status" = 2 ]; then cat "$1.fits" >&2; rm -f "$1.fits"; refuse_upload "$1" ""; fi
-    rm -f "$1.fits"  # target.py did not run: a Python too old to read it, or none
-    have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
-        refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} has no working $PYTHON; nothing was installed"
-    refuse_upload "$1" "${REMOTE_HOST:-$(hostname)} runs Python $have ($PYTHON), older than this release needs (>=$minimum) or unable to run its deploy/target.py; nothing was installed"
-}
-
-refuse_upload() {  # unpacked dir, sentence (empty: already said): nothing stays behind
-    rm -rf "$1" "$tarball"
-    if [ -n "$2" ]; then die "$2"; fi
-    exit 1
-}
-
-# Verify the upload, unpack it into releases/<id>, build its venv offline; sets RELEASE_ID.
+# Verify the upload, unpack it into releases/<id>, build its venv offline (host.py install);
+# sets RELEASE_ID, and PYTHON to the interpreter itself, not a shim in front of it (the
+# probe recorded which one PYTHON runs).
 install_release() {  # tarball-name sha256
-    upload_name=$1 tarball=$APP_DIR/.incoming/$1
-    [ -f "$tarball" ] || die "upload $1 is not in $APP_DIR/.incoming"
-    actual=$(sha256sum "$tarball" | cut -d' ' -f1)
-    [ "$actual" = "$2" ] || die "upload $1 is incomplete or corrupt (sha256 mismatch); nothing was installed"
-    unpack=$APP_DIR/.incoming/unpack.$$
-    rm -rf "$unpack" && mkdir "$unpack"
-    tar -xzf "$tarball" -C "$unpack" --strip-components=1 || refuse_upload "$unpack" "cannot unpack $1; nothing was installed"
-    check_fits "$unpack"
-    fill_from_cache "$unpack"
-    if ! failed=$(cd "$unpack" && sha256sum --check --quiet --strict SHA256SUMS 2>&1); then
-        drop_bad_cache_entries "$unpack" "$failed"
-        die "files of $1 do not match its SHA256SUMS; nothing was installed"
-    fi
-    version=$(sed -n 's/^version=//p' "$unpack/RELEASE")
-    RELEASE_ID=$(new_release_id "$version")
-    dir=$RELEASES/$RELEASE_ID
-    : >"$unpack/.unfinished"  # removed only when the venv is complete
-    mv "$unpack" "$dir"
-    # No ensurepip (it costs seconds, and Debian splits it out): the release ships pip's
-    # wheel, and pip runs straight from it. When only the app's wheel changed, no pip at all.
-    # -S: without site, venv starts in half the time
-    "$PYTHON" -S -m venv --without-pip "$dir/venv" || die "cannot create a venv with $PYTHON on the host"
-    if previous=$(reusable_venv "$dir") && link_site_packages "$previous/venv" "$dir/venv" &&
-        "$dir/venv/bin/python" -S "$HOST_PY" install-app "$previous/venv" "$dir/venv" "$(app_wheel "$dir")"; then
-        finish_install "$dir"
-        say "  installed release $RELEASE_ID (dependencies as in $(basename "$previous"): linked, no pip)"
-        return 0
-    fi
-    rm -rf "$dir/venv" && "$PYTHON" -S -m venv --without-pip "$dir/venv"
-    pip_wheel=$(find "$dir/wheels" -name 'pip-*.whl' | head -n 1)
-    [ -n "$pip_wheel" ] || die "release has no pip wheel in wheels/; nothing was installed"
-    # Every wheel of the lock (requirements.txt, checked by make pack) and the app's own,
-    # nothing resolved here: the host runs what make test ran against.
-    find "$dir/wheels" -name '*.whl' ! -name 'pip-*.whl' -exec "$dir/venv/bin/python" "$pip_wheel/pip" install \
-        --quiet --disable-pip-version-check --no-index --no-deps {} + ||
-        die "offline install of $DIST $version into $dir/venv failed"
-    finish_install "$dir"
-    say "  installed release $RELEASE_ID"
+    if [ -f "$RUN/python" ] && { read -r name && read -r executable; } <"$RUN/python" &&
+        [ "$name" = "$PYTHON" ] && [ -x "$executable" ]; then PYTHON=$executable; fi
+    result=$APP_DIR/.incoming/result.$$
+    host install --app-dir "$APP_DIR" --upload "$1" --sha256 "$2" --dist "$DIST" --python "$PYTHON" \
+        --host-name "${REMOTE_HOST:-$(hostname)}" --result "$result" || exit $?
+    RELEASE_ID=$(sed -n 's/^release=//p' "$result") PYTHON=$(sed -n 's/^python=//p' "$result")
+    rm -f "$result"
 }
-
-# The running release's site-packages in the new venv, as hard links to its files, made
-# read-only first: no two releases share a file that can change (Python replaces a .pyc
-# with a new file, never in place), and 40 MB is not written again on every deploy.
-# host.py install-app then swaps the app. Where links fail, copies (cp -p keeps the .pyc valid).
-link_site_packages() {  # old venv, new venv
-    for old_site in "$1"/lib/python*/site-packages; do
-        new_site=$2/lib/$(basename "$(dirname "$old_site")")/site-packages
-        [ -d "$new_site" ] || return 1
-        find "$old_site" -type f -perm -u+w -exec chmod a-w {} + || return 1
-        if ! cp -RPl "$old_site/." "$new_site/" 2>/dev/null; then  # never copy over the links
-            rm -rf "$new_site" && mkdir "$new_site" && cp -pPR "$old_site/." "$new_site/" || return 1
-        fi
-    done
-}
-
-finish_install() {  # release dir: complete; its wheels join the cache
-    while read -r sum name; do
-        case $name in wheels/*) ;; *) continue ;; esac
-        [ -f "$WHEELS/$sum" ] || { cp "$1/$name" "$WHEELS/.$sum.tmp" && mv -f "$WHEELS/.$sum.tmp" "$WHEELS/$sum"; }
-    done <"$1/SHA256SUMS"
-    rm -f "$1/.unfinished" "$tarball"
-}
-
-# A lean upload leaves out the wheels the host's cache holds (the probe listed them):
-# put them back from there; SHA256SUMS then checks every file as for a full upload.
-fill_from_cache() {  # unpacked dir
-    while read -r sum name; do
-        case $name in wheels/*) ;; *) continue ;; esac
-        [ -e "$1/$name" ] && continue
-        [ -f "$WHEELS/$sum" ] || { rm -rf "$1"; lean_retry "the upload left out $name, and this host has no copy of it"; }
-        cp "$WHEELS/$sum" "$1/$name"
-    done <"$1/SHA256SUMS"
-}
-
-# A cached wheel that fails its sha256 is removed, so the retry uploads it.
-drop_bad_cache_entries() {  # unpacked dir, sha256sum's complaints
-    bad=
-    for name in $(echo "$2" | sed -n 's/: FAILED.*$//p'); do
-        sum=$(awk -v n="$name" '$2 == n { print $1 }' "$1/SHA256SUMS")
-        if [ -n "$sum" ] && [ -f "$WHEELS/$sum" ]; then rm -f "$WHEELS/$sum"; bad="$bad $name"; fi
-    done
-    rm -rf "$1"
-    [ -z "$bad" ] || lean_retry "the host's cached copy of$bad was corrupt (sha256): removed"
-}
-
-lean_retry() {  # why: exit 75, on which make uploads the whole release and tries again
-    say "$1; sending the whole release" >&2
-    exit 75
-}
-
-# The running release's venv, if the new one may copy it: same Python, and every
-# dependency wheel the same file (the app's own wheel aside).
-reusable_venv() {  # new release dir
-    [ -L "$CURRENT" ] || return 1
-    previous=$(current_dir)
-    [ -f "$previous/SHA256SUMS" ] && [ -f "$previous/venv/pyvenv.cfg" ] || return 1
-    [ "$(grep -E '^(home|version)' "$previous/venv/pyvenv.cfg")" = "$(grep -E '^(home|version)' "$1/venv/pyvenv.cfg")" ] || return 1
-    [ "$(dependency_sums "$previous")" = "$(dependency_sums "$1")" ] || return 1
-    echo "$previous"
-}
-
-app_wheel_prefix() { echo "wheels/$(echo "$DIST" | tr -- '-.' '__')-"; }
-dependency_sums() { grep ' wheels/' "$1/SHA256SUMS" | grep -v " $(app_wheel_prefix)" | sort; }
-app_wheel() { echo "$1/$(awk -v p="$(app_wheel_prefix)" 'index($2, p) == 1 { print $2 }' "$1/SHA256SUMS")"; }
 
 # --- run releases -----------------------------------------------------------------
 
@@ -732,8 +598,13 @@ stop_service() {
 # Rotate a log past LOG_MAX_KB: rename it (gunicorn keeps writing to the renamed file),
 # then USR1, on which gunicorn and its workers reopen their logs. No line is lost: every
 # line lands in the old file or the new one. Keeps LOG_KEEP old ones (.1 newest).
-cmd_rotate_logs() {
-    host rotate-logs --log-dir "$LOG" --max-kb "$LOG_MAX_KB" --keep "$LOG_KEEP" --pidfile "$PIDFILE" --master "$RELEASES/"
+cmd_rotate_logs() {  # host.py rotates; asked only when a log has grown past the size (no Python start otherwise)
+    for log in "$LOG/gunicorn.log" "$LOG/access.log"; do
+        if [ -f "$log" ] && [ "$(($(wc -c <"$log") / 1024))" -ge "$LOG_MAX_KB" ]; then
+            host rotate-logs --log-dir "$LOG" --max-kb "$LOG_MAX_KB" --keep "$LOG_KEEP" --pidfile "$PIDFILE" --master "$RELEASES/"
+            return
+        fi
+    done
 }
 
 # --- the database: a backup before each migration, on demand, and restores ---------------

@@ -1,9 +1,13 @@
 {%- if cookiecutter.database == "postgresql" %}
 import itertools
+{%- endif %}
 import os
 
-{% endif -%}
 import pytest
+
+# config/test.ini for a bare create_app(), as most test suites call a factory, also when
+# pytest runs without make test (which sets it too).
+os.environ.setdefault("{{ cookiecutter.package_name | upper }}_ENV", "test")
 
 from {{ cookiecutter.package_name }} import create_app
 {%- if cookiecutter.database == "postgresql" %}

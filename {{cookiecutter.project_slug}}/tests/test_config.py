@@ -65,7 +65,7 @@ def test_here_is_the_directory_of_the_file(config_dir):
         ("[app]\nsecret_key = %(nope)s\n", "[app] secret_key:"),
         ("[deploy]\nsmoke_paths = / about\n", "[deploy] smoke_paths: 'about' is not a URL path"),
         ("[deploy]\nsmoke_paths = /a\"b\n", "[deploy] smoke_paths: '/a\"b' is not a URL path"),
-        ("[deploy]\nrelease_command = migrate\n  rm -rf /\n", "[deploy] release_command: spans several lines"),
+        ("[deploy]\nrelease_command = flask seed\n  rm -rf /\n", "[deploy] release_command: spans several lines"),
     ],
 )
 def test_each_error_names_file_section_and_key(config_dir, text, expected):

@@ -10,15 +10,15 @@ _spec = importlib.util.spec_from_file_location("contents", Path(__file__).parent
 contents = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(contents)
 
-PINS = {"flask": "3.1.3", "gunicorn": "27.0.1", "flask-sqlalchemy": "3.1.1", "psycopg": "3.3.9"}
+PINS = {"flask": "3.1.3", "gunicorn": "27.0.1", "flask-login": "3.1.1", "psycopg": "3.3.9"}
 
 
 def test_pins_are_read_by_canonical_name_with_comments_markers_and_options():
     pins, problems = contents.requirement_pins(
-        "# the lock\nFlask==3.1.3\nFlask_SQLAlchemy == 3.1.1  # why\n"
+        "# the lock\nFlask==3.1.3\nFlask_Login == 3.1.1  # why\n"
         "tomli==2.5.0; python_version < '3.11'\n--find-links wheels-extra\npsycopg[binary]==3.3.9\n")
     assert problems == []
-    assert pins == {"flask": "3.1.3", "flask-sqlalchemy": "3.1.1", "tomli": "2.5.0", "psycopg": "3.3.9"}
+    assert pins == {"flask": "3.1.3", "flask-login": "3.1.1", "tomli": "2.5.0", "psycopg": "3.3.9"}
 
 
 @pytest.mark.parametrize("line", ["Flask>=3.1", "Flask", "Flask==3.*,<4", "git+https://example.invalid/x.git"])
@@ -29,7 +29,7 @@ def test_a_line_that_is_no_pin_is_named(line):
 
 
 def test_every_requirement_pinned_within_its_range_passes():
-    requires = ["Flask<4,>=3.1", "gunicorn<28,>=27", "Flask-SQLAlchemy>=3.1,<4", "psycopg[binary]<4,>=3.2",
+    requires = ["Flask<4,>=3.1", "gunicorn<28,>=27", "Flask-Login>=3.1,<4", "psycopg[binary]<4,>=3.2",
                 "pytest; extra == 'dev'"]  # an extra is not installed on the host
     assert contents.lock_problems(requires, PINS) == []
 

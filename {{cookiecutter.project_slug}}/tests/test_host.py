@@ -181,3 +181,121 @@ def test_a_path_nothing_answers_is_named():
                             check=False, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stdout.startswith("GET / got no answer (")
+
+
+# --- install ------------------------------------------------------------------------------
+
+
+def tar_member(name, kind=None, data=b"x", mode=0o644, uid=1000):
+    import tarfile
+
+    member = tarfile.TarInfo(name)
+    member.type, member.mode, member.uid, member.gid, member.size = kind or tarfile.REGTYPE, mode, uid, uid, len(data)
+    return member, data
+
+
+def write_tarball(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path
+
+
+@pytest.mark.parametrize("name, kind, why", [
+    ("/etc/cron.d/x", None, "is not a relative path inside the release"),
+    ("app-1.0/../../x", None, "is not a relative path inside the release"),
+    ("app-1.0//deploy/x", None, "is not a relative path inside the release"),
+    ("app-1.0/deploy/link", "SYMTYPE", "is a link or a device, not a file"),
+    ("app-1.0/deploy/hard", "LNKTYPE", "is a link or a device, not a file"),
+    ("app-1.0/dev", "CHRTYPE", "is a link or a device, not a file"),
+])
+def test_unsafe_members_are_refused_before_anything_is_unpacked(tmp_path, name, kind, why):
+    import tarfile
+
+    member, data = tar_member(name, kind and getattr(tarfile, kind))
+    if kind:
+        member.linkname, member.size, data = "/etc/shadow", 0, b""
+    tarball = write_tarball(tmp_path / "up.tar.gz", [tar_member("app-1.0/RELEASE"), (member, data)])
+    with pytest.raises(host.Refusal, match=why):
+        host.unpack(tarball, tmp_path / "into")
+    assert not (tmp_path / "into").exists()
+
+
+def test_unpack_strips_the_top_folder_and_keeps_no_owner_or_odd_mode(tmp_path):
+    tarball = write_tarball(tmp_path / "up.tar.gz", [
+        tar_member("app-1.0/RELEASE", mode=0o666), tar_member("app-1.0/deploy/remote.sh", mode=0o4775)])
+    host.unpack(tarball, tmp_path / "into")
+    release, script = (tmp_path / "into" / "RELEASE").stat(), (tmp_path / "into" / "deploy" / "remote.sh").stat()
+    assert (release.st_mode & 0o7777, script.st_mode & 0o7777) == (0o644, 0o755)
+    assert release.st_uid == os.getuid() and script.st_gid == os.getgid()
+
+
+def release_tree(root, files):
+    root.mkdir(parents=True)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "SHA256SUMS").write_text("".join(f"{host.hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items()))
+    return root
+
+
+def test_a_lean_upload_is_filled_from_the_cache_and_verified(tmp_path):
+    files = {"RELEASE": b"version=1.0\n", "wheels/flask-3.whl": b"flask", "wheels/app-1.0.whl": b"app"}
+    release = release_tree(tmp_path / "r", files)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / host.hashlib.sha256(b"flask").hexdigest()).write_bytes(b"flask")
+    (release / "wheels" / "flask-3.whl").unlink()
+    host.fill_and_verify(release, wheels)
+    assert (release / "wheels" / "flask-3.whl").read_bytes() == b"flask"
+
+
+def test_a_gap_the_cache_cannot_fill_asks_for_the_whole_release(tmp_path):
+    release = release_tree(tmp_path / "r", {"wheels/flask-3.whl": b"flask"})
+    (release / "wheels" / "flask-3.whl").unlink()
+    (tmp_path / "wheels").mkdir()
+    with pytest.raises(host.Refusal, match="left out wheels/flask-3.whl, and this host has no copy") as refused:
+        host.fill_and_verify(release, tmp_path / "wheels")
+    assert refused.value.status == host.LEAN_RETRY
+
+
+def test_a_corrupt_cached_wheel_is_removed_and_the_whole_release_asked_for(tmp_path):
+    release = release_tree(tmp_path / "r", {"wheels/flask-3.whl": b"flask"})
+    (release / "wheels" / "flask-3.whl").unlink()
+    cached = tmp_path / "wheels" / host.hashlib.sha256(b"flask").hexdigest()
+    cached.parent.mkdir()
+    cached.write_bytes(b"flipped bit")
+    with pytest.raises(host.Refusal, match=r"cached copy of wheels/flask-3.whl was corrupt \(sha256\): removed") as refused:
+        host.fill_and_verify(release, tmp_path / "wheels")
+    assert refused.value.status == host.LEAN_RETRY and not cached.exists()
+
+
+def test_a_file_that_fails_its_sha256_refuses_the_release(tmp_path):
+    release = release_tree(tmp_path / "r", {"config/base.ini": b"[app]\n"})
+    (release / "config" / "base.ini").write_bytes(b"[app]\ndebug = true\n")
+    (tmp_path / "wheels").mkdir()
+    with pytest.raises(host.Refusal, match=r"do not match its SHA256SUMS \(config/base.ini\)") as refused:
+        host.fill_and_verify(release, tmp_path / "wheels")
+    assert refused.value.status == 1
+
+
+def test_unchanged_dependencies_are_told_by_their_sha256_the_apps_own_wheel_aside():
+    old = {"wheels/flask-3.whl": "aa", "wheels/my_app-1.0-py3-none-any.whl": "bb", "RELEASE": "cc"}
+    new = {"wheels/flask-3.whl": "aa", "wheels/my_app-1.1-py3-none-any.whl": "dd", "RELEASE": "ee"}
+    assert host.dependency_sums(old, "my-app") == host.dependency_sums(new, "my-app") == ["aa wheels/flask-3.whl"]
+    assert host.dependency_sums({**new, "wheels/six.whl": "ff"}, "my-app") != host.dependency_sums(old, "my-app")
+
+
+def test_linked_dependencies_are_read_only_and_share_no_writable_file(tmp_path):
+    old = tmp_path / "old"
+    (old / "flask").mkdir(parents=True)
+    (old / "flask" / "app.py").write_text("x")
+    (old / "flask.pth").symlink_to("flask/app.py")
+    host.link_tree(old, tmp_path / "new")
+    copied = tmp_path / "new" / "flask" / "app.py"
+    assert copied.stat().st_ino == (old / "flask" / "app.py").stat().st_ino
+    assert copied.stat().st_mode & 0o222 == 0
+    assert os.readlink(tmp_path / "new" / "flask.pth") == "flask/app.py"
