@@ -65,12 +65,27 @@ def test_wrong_host_key_is_refused(host: PrivateSshd, tmp_path: Path) -> None:
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in r.stderr
 
 
+def listening(port: int) -> bool:
+    """A socket listens on PORT (from /proc/net/tcp*: a connect to a closed loopback port can
+    succeed when the kernel picks that very port as its source, and connect to itself)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                return True
+    return False
+
+
 def test_stop_closes_port_and_is_idempotent(tmp_path: Path) -> None:
     h = PrivateSshd(tmp_path).start()
-    assert port_open(h.port)
+    assert port_open(h.port) and listening(h.port)
     h.stop()
     h.stop()
-    assert not port_open(h.port)
+    assert not listening(h.port)
     assert not h.pidfile.exists()
 
 

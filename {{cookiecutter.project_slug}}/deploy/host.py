@@ -349,6 +349,171 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the deploy lock: mkdir is atomic; the holder's pid tells a stale lock apart ------------
+
+
+def lock_info(lock: Path) -> dict[str, str]:
+    try:
+        return read_release(lock / "info")
+    except OSError:
+        return {}
+
+
+def describe(info: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in info.items()) or "no details"
+
+
+def holder_alive(info: dict[str, str]) -> bool:
+    """Is the lock's holder a live host script? A pid alone proves nothing: pids are reused."""
+    pid = info.get("pid", "")
+    if not pid.isdigit():
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"remote.sh" in cmdline and running(int(pid))
+
+
+def take_lock(lock: Path, info: dict[str, str]) -> str | None:
+    """Take LOCK for INFO's holder; None when taken, else the sentence that refuses it. A stale
+    lock (its holder dead) is taken over under LOCK.takeover, a mutex of its own, so that two
+    deploys that both found it stale cannot both win."""
+    text = "".join(f"{key}={value}\n" for key, value in info.items())
+    try:
+        lock.mkdir()
+    except FileExistsError:
+        held = lock_info(lock)
+        if not held or holder_alive(held):  # no info yet: its taker is writing it now
+            return (f"another deploy holds the lock on {lock.parent} ({describe(held)}); "
+                    "wait for it, or run make unlock if it is dead")
+        takeover = lock.with_name(lock.name + ".takeover")
+        try:
+            takeover.mkdir()
+        except FileExistsError:
+            return f"another deploy is taking over the stale lock on {lock.parent} just now"
+        try:
+            if lock_info(lock) != held:
+                return f"another deploy took the lock on {lock.parent} just now"
+            print(f"taking over a stale deploy lock ({describe(held)})")
+            remove(lock)
+            lock.mkdir()
+        finally:
+            takeover.rmdir()
+    tmp = lock / ".info.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, lock / "info")
+    return None
+
+
+@command("lock", "take the deploy lock for the host script --pid (a stale one is taken over)",
+         app_dir_arg(), arg("--pid", required=True), arg("--who", default="unknown"), arg("--version", default=""))
+def cmd_lock(args: argparse.Namespace) -> int:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    refused = take_lock(args.app_dir / ".deploy.lock", {"who": args.who, "when": when, "version": args.version,
+                                                        "pid": args.pid})
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- systemd units: the app's service, and the timer that rotates its logs -------------------
+
+
+@dataclass(frozen=True)
+class Units:
+    """What the units of one app directory are made of (remote.sh detect_service)."""
+    dist: str
+    env: str
+    app_dir: str
+    unit: str
+    kind: str  # "user" or "system"
+    app_user: str
+    port: str
+    python: str
+    log_max_kb: str
+    log_keep: str
+    boot_timeout: int = 60
+    stop_timeout: int = 30
+
+    def common(self) -> list[str]:
+        """Who runs it, where, and the sandbox: what every unit of this app shares."""
+        environment = (f"APP_DIR={self.app_dir} APP_ENV={self.env} PORT={self.port} PYTHON={self.python} "
+                       f"LOG_MAX_KB={self.log_max_kb} LOG_KEEP={self.log_keep}")
+        lines = [f"Environment={environment}"]
+        if self.kind == "system":
+            home = "read-only" if self.app_dir.startswith(("/home/", "/root/")) else "yes"
+            lines += [f"User={self.app_user}", f"Group={self.app_user}", "NoNewPrivileges=yes", "PrivateTmp=yes",
+                      "ProtectSystem=strict", f"ReadWritePaths={self.app_dir}/shared", f"ProtectHome={home}"]
+        return lines
+
+    def service(self) -> str:
+        """Type=forking on gunicorn's pidfile. Restart=always, not on-failure: a new master that
+        dies while the old one still drains leaves systemd, once the old one exits 0, with a
+        pidfile naming a dead process: the unit ends "successfully", and on-failure would leave
+        the site down. (A hand-over's own TERM of the old master restarts nothing: systemd
+        adopts the new one first.)"""
+        wanted = "default.target" if self.kind == "user" else "multi-user.target"
+        return "\n".join([
+            f"# Written by {self.dist}'s deploy/remote.sh for {self.app_dir}; every deploy rewrites it.",
+            "[Unit]", f"Description={self.dist} ({self.env}) from {self.app_dir}", "After=network.target", "",
+            "[Service]", "Type=forking", f"PIDFile={self.app_dir}/shared/run/gunicorn.pid",
+            f"ExecStart=/bin/sh {self.app_dir}/remote.sh exec_master", "Restart=always", "RestartSec=1",
+            f"TimeoutStartSec={self.boot_timeout}", f"TimeoutStopSec={self.stop_timeout + 5}",
+            *self.common(), "", "[Install]", f"WantedBy={wanted}", ""])
+
+    def rotate_service(self) -> str:
+        return "\n".join([
+            f"# Written by {self.dist}'s deploy/remote.sh: rotates {self.app_dir}/shared/log (see rotate_logs).",
+            "[Unit]", f"Description=rotate the logs of {self.dist} ({self.env}) from {self.app_dir}", "",
+            "[Service]", "Type=oneshot", f"ExecStart=/bin/sh {self.app_dir}/remote.sh rotate_logs", *self.common(), ""])
+
+    def rotate_timer(self) -> str:
+        return "\n".join([
+            "[Unit]", f"Description=rotate the logs of {self.dist} ({self.env}) every 5 minutes", "",
+            "[Timer]", "OnBootSec=5min", "OnUnitActiveSec=5min", "", "[Install]", "WantedBy=timers.target", ""])
+
+    def files(self) -> dict[str, str]:
+        return {f"{self.unit}.service": self.service(), f"{self.unit}-logs.service": self.rotate_service(),
+                f"{self.unit}-logs.timer": self.rotate_timer()}
+
+
+def replace_if_changed(path: Path, text: str) -> bool:
+    """Write TEXT to PATH (atomically) unless it already holds it; True when written."""
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+@command("write-units", "write the app's systemd units where they changed, then daemon-reload",
+         arg("--unit-dir", type=Path, required=True), arg("--dist", required=True), arg("--env", required=True),
+         app_dir_arg(), arg("--unit", required=True), arg("--kind", choices=("user", "system"), required=True),
+         arg("--app-user", required=True), arg("--port", required=True), arg("--python", required=True),
+         arg("--log-max-kb", required=True), arg("--log-keep", required=True),
+         arg("--boot-timeout", type=int, default=60), arg("--stop-timeout", type=int, default=30))
+def cmd_write_units(args: argparse.Namespace) -> int:
+    units = Units(args.dist, args.env, str(args.app_dir), args.unit, args.kind, args.app_user, args.port,
+                  args.python, args.log_max_kb, args.log_keep, args.boot_timeout, args.stop_timeout)
+    args.unit_dir.mkdir(parents=True, exist_ok=True)
+    changed = [name for name, text in units.files().items() if replace_if_changed(args.unit_dir / name, text)]
+    if changed:
+        systemctl = ["systemctl", "--user"] if args.kind == "user" else ["systemctl"]
+        reloaded = subprocess.run([*systemctl, "daemon-reload"], check=False)
+        if reloaded.returncode != 0:
+            print(f"error: {' '.join(systemctl)} daemon-reload failed after writing {', '.join(changed)}",
+                  file=sys.stderr)
+            return 1
+        print(f"  wrote {args.unit_dir / (args.unit + '.service')}")
+    return 0
+
+
 # --- logs: rotated by rename, then USR1 ---------------------------------------------------
 
 

@@ -132,23 +132,13 @@ current_id() { basename "$(current_dir)"; }
 finished_releases() { host finished --app-dir "$APP_DIR"; }
 previous_id() { host previous --app-dir "$APP_DIR" || true; }  # the newest finished release older than current
 
-# --- the deploy lock: mkdir is atomic; the holder's pid tells a stale lock apart -----
+# --- the deploy lock (host.py lock): mkdir is atomic; the holder's pid tells a stale one ---
 
 lock_describe() { tr '\n' ' ' <"$LOCK/info" 2>/dev/null || echo "no details"; }
 
-lock() {
-    if ! mkdir "$LOCK" 2>/dev/null; then
-        holder=$(sed -n 's/^pid=//p' "$LOCK/info" 2>/dev/null || true)
-        if [ -z "$holder" ] || tr '\0' ' ' 2>/dev/null <"/proc/$holder/cmdline" | grep -q remote.sh; then
-            die "another deploy holds the lock on $APP_DIR ($(lock_describe)); wait for it, or run make unlock if it is dead"
-        fi
-        say "taking over a stale deploy lock ($(lock_describe))"
-        rm -rf "$LOCK"
-        mkdir "$LOCK" 2>/dev/null || die "another deploy took the lock on $APP_DIR just now"
-    fi
+lock() {  # what: take the deploy lock for this script's pid (host.py lock takes a stale one over)
+    host lock --app-dir "$APP_DIR" --pid $$ --who "${DEPLOY_WHO:-unknown}" --version "${1:-}" || exit 1
     LOCKED=1
-    printf 'who=%s\nwhen=%s\nversion=%s\npid=%s\n' "${DEPLOY_WHO:-unknown}" \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${1:-}" "$$" >"$LOCK/info"
 }
 
 unlock_if_held() { if [ "${LOCKED:-0}" = 1 ]; then rm -rf "$LOCK"; LOCKED=0; fi; }
@@ -530,62 +520,14 @@ ensure_app_user() {
         die "the app runs as $APP_USER, which cannot read $APP_DIR (under /root?): deploy to a directory it can reach, e.g. REMOTE_DIR=/srv/$DIST"
 }
 
-# Write the unit (and its log-rotation timer) when they changed; daemon-reload only then.
+# Write the unit and its log-rotation timer where they changed (host.py write-units reloads
+# systemd then), and keep the timer on.
 write_unit() {
     ensure_app_user
-    mkdir -p "$UNIT_DIR"
-    changed=
-    unit_text | replace_if_changed "$UNIT_DIR/$UNIT.service" && changed=1
-    rotate_unit_text | replace_if_changed "$UNIT_DIR/$UNIT-logs.service" && changed=1
-    rotate_timer_text | replace_if_changed "$UNIT_DIR/$UNIT-logs.timer" && changed=1
-    if [ -n "$changed" ]; then
-        $SYSTEMCTL daemon-reload
-        say "  wrote $UNIT_DIR/$UNIT.service"
-    fi
+    host write-units --unit-dir "$UNIT_DIR" --dist "$DIST" --env "$APP_ENV" --app-dir "$APP_DIR" --unit "$UNIT" \
+        --kind "$SERVICE" --app-user "$APP_USER" --port "${PORT:-}" --python "$PYTHON_SETTING" \
+        --log-max-kb "$LOG_MAX_KB" --log-keep "$LOG_KEEP" --boot-timeout "$BOOT_TIMEOUT" --stop-timeout "$STOP_TIMEOUT"
     $SYSTEMCTL enable --quiet --now "$UNIT-logs.timer" 2>/dev/null || true
-}
-
-replace_if_changed() {  # file: stdin becomes the file unless it already holds the same; fails when unchanged
-    cat >"$1.tmp.$$"
-    if cmp -s "$1.tmp.$$" "$1"; then rm -f "$1.tmp.$$"; return 1; fi
-    mv -f "$1.tmp.$$" "$1"
-}
-
-# What every unit of this app shares: who runs it, where, and the sandbox.
-unit_service_common() {
-    printf 'Environment=APP_DIR=%s APP_ENV=%s PORT=%s PYTHON=%s LOG_MAX_KB=%s LOG_KEEP=%s\n' \
-        "$APP_DIR" "$APP_ENV" "$PORT" "$PYTHON_SETTING" "$LOG_MAX_KB" "$LOG_KEEP"
-    [ "$SERVICE" = system ] || return 0
-    home=yes
-    case $APP_DIR in /home/* | /root/*) home=read-only ;; esac
-    printf '%s\n' "User=$APP_USER" "Group=$APP_USER" "NoNewPrivileges=yes" "PrivateTmp=yes" \
-        "ProtectSystem=strict" "ReadWritePaths=$SHARED" "ProtectHome=$home"
-}
-
-# Restart=always, not on-failure: a new master that dies while the old one still drains
-# leaves systemd, once the old one exits 0, with a pidfile naming a dead process: the
-# unit ends "successfully", and on-failure would leave the site down. (A hand-over's own
-# TERM of the old master never restarts anything: systemd adopts the new one first.)
-unit_text() {
-    printf '%s\n' "# Written by $DIST's deploy/remote.sh for $APP_DIR; every deploy rewrites it." \
-        "[Unit]" "Description=$DIST ($APP_ENV) from $APP_DIR" "After=network.target" "" "[Service]" \
-        "Type=forking" "PIDFile=$PIDFILE" "ExecStart=/bin/sh $APP_DIR/remote.sh exec_master" \
-        "Restart=always" "RestartSec=1" "TimeoutStartSec=$BOOT_TIMEOUT" \
-        "TimeoutStopSec=$((STOP_TIMEOUT + 5))"
-    unit_service_common
-    printf '%s\n' "" "[Install]" "WantedBy=$( [ "$SERVICE" = user ] && echo default.target || echo multi-user.target)"
-}
-
-rotate_unit_text() {
-    printf '%s\n' "# Written by $DIST's deploy/remote.sh: rotates $LOG (see rotate_logs)." \
-        "[Unit]" "Description=rotate the logs of $DIST ($APP_ENV) from $APP_DIR" "" "[Service]" \
-        "Type=oneshot" "ExecStart=/bin/sh $APP_DIR/remote.sh rotate_logs"
-    unit_service_common
-}
-
-rotate_timer_text() {
-    printf '%s\n' "[Unit]" "Description=rotate the logs of $DIST ($APP_ENV) every 5 minutes" "" \
-        "[Timer]" "OnBootSec=5min" "OnUnitActiveSec=5min" "" "[Install]" "WantedBy=timers.target"
 }
 
 # Stop and disable the unit (it stays stopped across reboots); harmless without one.

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -299,3 +300,116 @@ def test_linked_dependencies_are_read_only_and_share_no_writable_file(tmp_path):
     assert copied.stat().st_ino == (old / "flask" / "app.py").stat().st_ino
     assert copied.stat().st_mode & 0o222 == 0
     assert os.readlink(tmp_path / "new" / "flask.pth") == "flask/app.py"
+
+
+# --- the deploy lock -------------------------------------------------------------------------
+
+
+def dead_pid() -> str:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return str(proc.pid)
+
+
+def test_the_lock_is_taken_once_and_names_its_holder(tmp_path):
+    lock = tmp_path / ".deploy.lock"
+    holder = subprocess.Popen(["sh", "-c", "sleep 30; :", "remote.sh"])  # a host script, to /proc (with "; :" sh does not exec sleep)
+    try:
+        for _ in range(200):  # Popen may return before the child has exec'd
+            if b"remote.sh" in Path(f"/proc/{holder.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.01)
+        assert host.take_lock(lock, {"who": "ann@laptop", "pid": str(holder.pid)}) is None
+        assert (lock / "info").read_text() == f"who=ann@laptop\npid={holder.pid}\n"
+        refused = host.take_lock(lock, {"who": "bob@ci", "pid": "1"})
+        assert refused == (f"another deploy holds the lock on {tmp_path} (who=ann@laptop pid={holder.pid}); "
+                           "wait for it, or run make unlock if it is dead")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over(tmp_path, capsys):
+    lock = tmp_path / ".deploy.lock"
+    assert host.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()}) is None
+    assert host.take_lock(lock, {"who": "ann@laptop", "pid": str(os.getpid())}) is None
+    assert "taking over a stale deploy lock (who=bob@crashed" in capsys.readouterr().out
+    assert host.lock_info(lock)["who"] == "ann@laptop"
+
+
+def test_a_pid_reused_by_another_program_is_no_holder(tmp_path):
+    lock = tmp_path / ".deploy.lock"
+    assert host.take_lock(lock, {"who": "bob", "pid": str(os.getpid())}) is None  # pytest, not remote.sh
+    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}) is None
+
+
+def test_two_takers_of_a_stale_lock_cannot_both_win(tmp_path):
+    lock = tmp_path / ".deploy.lock"
+    host.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()})
+    (tmp_path / ".deploy.lock.takeover").mkdir()  # the other taker, between its check and its mkdir
+    refused = host.take_lock(lock, {"who": "ann", "pid": dead_pid()})
+    assert refused == f"another deploy is taking over the stale lock on {tmp_path} just now"
+    assert host.lock_info(lock)["who"] == "bob@crashed"
+
+
+# --- systemd units, as text -------------------------------------------------------------------
+
+
+def units(kind="system", app_dir="/srv/app"):
+    return host.Units("my-app", "prod", app_dir, "my-app-prod-1a2b3c4d", kind, "my-app", "8000", "python3",
+                      "51200", "5")
+
+
+def test_the_system_unit_follows_the_pidfile_and_runs_sandboxed_as_the_apps_account():
+    assert units().service() == """\
+# Written by my-app's deploy/remote.sh for /srv/app; every deploy rewrites it.
+[Unit]
+Description=my-app (prod) from /srv/app
+After=network.target
+
+[Service]
+Type=forking
+PIDFile=/srv/app/shared/run/gunicorn.pid
+ExecStart=/bin/sh /srv/app/remote.sh exec_master
+Restart=always
+RestartSec=1
+TimeoutStartSec=60
+TimeoutStopSec=35
+Environment=APP_DIR=/srv/app APP_ENV=prod PORT=8000 PYTHON=python3 LOG_MAX_KB=51200 LOG_KEEP=5
+User=my-app
+Group=my-app
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ReadWritePaths=/srv/app/shared
+ProtectHome=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_a_user_unit_starts_with_the_user_manager_and_has_no_account_lines():
+    text = units("user", "/home/deploy/apps/my-app").service()
+    assert text.endswith("[Install]\nWantedBy=default.target\n")
+    assert "User=" not in text and "ProtectSystem" not in text
+
+
+def test_under_home_the_system_unit_reads_home_only():
+    assert "ProtectHome=read-only" in units("system", "/home/deploy/apps/my-app").service()
+
+
+def test_the_rotation_timer_runs_every_five_minutes_and_its_service_rotates():
+    files = units().files()
+    assert list(files) == ["my-app-prod-1a2b3c4d.service", "my-app-prod-1a2b3c4d-logs.service",
+                           "my-app-prod-1a2b3c4d-logs.timer"]
+    assert "OnUnitActiveSec=5min\n" in files["my-app-prod-1a2b3c4d-logs.timer"]
+    assert "Type=oneshot\nExecStart=/bin/sh /srv/app/remote.sh rotate_logs\n" in files["my-app-prod-1a2b3c4d-logs.service"]
+
+
+def test_a_unit_is_rewritten_only_when_its_text_changed(tmp_path):
+    path = tmp_path / "x.service"
+    assert host.replace_if_changed(path, "a\n") is True
+    mtime = path.stat().st_mtime_ns
+    assert host.replace_if_changed(path, "a\n") is False and path.stat().st_mtime_ns == mtime
+    assert host.replace_if_changed(path, "b\n") is True and path.read_text() == "b\n"
