@@ -384,7 +384,8 @@ def take_lock(lock: Path, info: dict[str, str]) -> str | None:
         lock.mkdir()
     except FileExistsError:
         held = lock_info(lock)
-        if not held or holder_alive(held):  # no info yet: its taker is writing it now
+        # No pid: its taker is writing the info now, or someone holds it by hand: held.
+        if not held.get("pid", "").isdigit() or holder_alive(held):
             return (f"another deploy holds the lock on {lock.parent} ({describe(held)}); "
                     "wait for it, or run make unlock if it is dead")
         takeover = lock.with_name(lock.name + ".takeover")

@@ -160,7 +160,7 @@ class Pages(BaseHTTPRequestHandler):
 @pytest.fixture()
 def app_port():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
 
@@ -335,6 +335,16 @@ def test_a_stale_lock_is_taken_over(tmp_path, capsys):
     assert host.take_lock(lock, {"who": "ann@laptop", "pid": str(os.getpid())}) is None
     assert "taking over a stale deploy lock (who=bob@crashed" in capsys.readouterr().out
     assert host.lock_info(lock)["who"] == "ann@laptop"
+
+
+def test_a_lock_without_a_pid_is_held(tmp_path):
+    """Its taker is writing the info just now, or someone holds it by hand: never stale."""
+    lock = tmp_path / ".deploy.lock"
+    lock.mkdir()
+    (lock / "info").write_text("who=someone@elsewhere\nwhen=now\n")
+    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
+    (lock / "info").unlink()
+    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
 
 
 def test_a_pid_reused_by_another_program_is_no_holder(tmp_path):
