@@ -117,7 +117,8 @@ def test_no_cookiecutter_leftovers(bakes, variant):
     project = bakes[variant]
     found = [str(p.relative_to(project)) for p in project.rglob("*")
              if p.is_file() and "templates" not in p.parts and "__pycache__" not in p.parts
-             and any(mark in p.read_text(encoding="utf-8") for mark in ("{{", "{%", "{#"))]
+             and any(mark in re.sub(r"\$\{\{.*?\}\}", "", p.read_text(encoding="utf-8"))  # less GitHub's ${{ }}
+                     for mark in ("{{", "{%", "{#"))]
     assert found == []
 
 
