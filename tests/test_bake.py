@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import json
 import os
 import re
 import shutil
@@ -47,7 +48,8 @@ TREE = [
     "src/{package}/__init__.py", "src/{package}/config.py", "src/{package}/views.py",
     "src/{package}/wsgi.py", "src/{package}/cli.py",
     "src/{package}/templates/index.html", "src/{package}/static/style.css",
-    "deploy/remote.sh", "deploy/gunicorn.conf.py", "deploy/host.py", "deploy/pack.py",
+    "deploy/remote.sh", "deploy/gunicorn.conf.py", "deploy/host/__main__.py", "deploy/host/cli.py",
+    "deploy/bundle.py", "deploy/pack.py",
     "tests/conftest.py",
 ]
 LEFTOVERS = ("{{ cookiecutter", "{{cookiecutter", "{%")
@@ -173,30 +175,36 @@ def test_remote_sh_parses(baked):
     assert result.returncode == 0, result.stderr
 
 
+def registry(project):
+    """The host program's commands, from its registry: {name: (make target?, recorded?)}."""
+    code = ("import json, sys; sys.path.insert(0, 'deploy'); import host.commands; from host.cli import COMMANDS; "
+            "print(json.dumps({n: [c.target, c.recorded] for n, c in COMMANDS.items()}))")
+    result = subprocess.run([sys.executable, "-S", "-c", code], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_host_commands_have_make_targets_and_the_reverse(baked, tmp_path):
-    """remote.sh's HOST_COMMANDS line is the one list of its commands that are make targets:
-    each is a target (help line, single host and several) running that command, the Makefile
-    runs no command remote.sh lacks, and remote.sh documents (##) no other command for help."""
+    """The host program's registry is the one list of its commands: those marked as make
+    targets are each a target (help line, single host and several) running that command,
+    and the Makefile runs no command the registry lacks."""
     project, _ = baked
-    script, makefile = project / "deploy" / "remote.sh", (project / "Makefile").read_text()
-    source = script.read_text()
-    host = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", source, re.M)[1].split()
+    makefile = (project / "Makefile").read_text()
+    commands = registry(project)
+    host = [name for name, (target, _) in commands.items() if target]
     assert host
-    refused = subprocess.run(["sh", script, "no-such-command"], capture_output=True, text=True,
-                             env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "APP_DIR": str(tmp_path / "app")})
+    refused = subprocess.run(["sh", project / "deploy" / "remote.sh", "no-such-command"], capture_output=True,
+                             text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+                                             "APP_DIR": str(tmp_path / "app")})
     usage = re.search(r"unknown command 'no-such-command' \(([a-z_ ]+)\)", refused.stderr)
     assert refused.returncode == 1 and usage, refused.stderr
-    commands = usage[1].split()
-    assert set(host) <= set(commands)
-    functions = set(re.findall(r"^cmd_([a-z_]+)\(\)", source, re.M))
-    assert functions <= set(commands) and set(host) <= functions
-    assert set(re.findall(r"^cmd_([a-z_]+)\(\) [{] *## ", source, re.M)) == set(host), "## marks a make target"
+    assert usage[1].split() == list(commands)
 
-    # the Makefile names no host command, and runs none that remote.sh lacks
+    # the Makefile names no host command, and runs none that the registry lacks
     for command in host:
         assert not re.search(rf"^{command}:", makefile, re.M), f"{command}: the Makefile lists it again"
-    called = set(re.findall(r"\$\(call (?:remote|upload),([a-z_]+)", makefile))
-    assert called and called <= set(commands), called - set(commands)
+    called = set(re.findall(r"\$\(call (?:remote|upload|upload_lean|remote_attached),(?:[^,)]*,)?([a-z_]+)", makefile))
+    assert called and called <= {*commands, "probe"}, called - set(commands)  # the bootstrap answers the probe
 
     helped = subprocess.run(["make", "--no-print-directory", "help"], cwd=project, capture_output=True, text=True)
     assert set(host) <= set(re.findall(r"^  ([a-z-]+) ", helped.stdout, re.M)), helped.stdout + helped.stderr
@@ -209,6 +217,22 @@ def test_host_commands_have_make_targets_and_the_reverse(baked, tmp_path):
     rollout = subprocess.run([sys.executable, "-c", "import rollout; print(' '.join(rollout.COMMANDS))"],
                              cwd=project / "deploy", capture_output=True, text=True)
     assert set(host) <= set(rollout.stdout.split()), rollout.stdout + rollout.stderr
+
+
+def test_the_bundle_runs_as_sh_and_as_python_and_is_the_same_for_the_same_sources(baked, tmp_path):
+    """build/remote.sh: the sh bootstrap, then the host program as a zip that Python runs."""
+    project, _ = baked
+    first, second = tmp_path / "a.sh", tmp_path / "b.sh"
+    for out in (first, second):
+        subprocess.run([sys.executable, project / "deploy" / "bundle.py", out], check=True)
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes().startswith((project / "deploy" / "remote.sh").read_bytes())
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "APP_DIR": str(tmp_path / "app")}
+    helped = subprocess.run(["sh", first, "help"], capture_output=True, text=True, env=env)
+    assert helped.returncode == 0 and "  deploy " in helped.stdout, helped.stderr
+    probed = subprocess.run(["sh", first, "probe"], capture_output=True, text=True, env=env)
+    assert "python_version=" in probed.stdout and "venv=ok" in probed.stdout, probed.stdout + probed.stderr
+    assert not (tmp_path / "app").exists(), "the probe wrote to the host"
 
 
 def test_remote_sh_passes_shellcheck(baked):

@@ -244,10 +244,10 @@ def _wait_for_unfinished(app: App, proc: subprocess.Popen[bytes], log: Path) -> 
 
 
 def _host_script(app: App) -> int:
-    """The pid of the host-side `sh <REMOTE_DIR>/remote.sh deploy …` (not its subshells)."""
+    """The pid of the host-side deploy: `sh <REMOTE_DIR>/remote.sh deploy …`, which execs
+    `python3 -S <REMOTE_DIR>/remote.sh deploy …` (not its children)."""
     script = f"{app.dir}/remote.sh"
-    found = [pid for pid in pids()
-             if argv(pid)[:3] in (["sh", script, "deploy"], ["/bin/sh", script, "deploy"])]
+    found = [pid for pid in pids() if argv(pid)[-4:-2] == [script, "deploy"]]
     top = [pid for pid in found if ppid(pid) not in found]
     assert len(top) == 1, f"expected one host-side remote.sh deploy, found {top}"
     return top[0]

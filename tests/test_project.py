@@ -25,7 +25,7 @@ import pytest
 from conftest import make
 
 # The local targets and those that upload; the host commands (start, stop, …) are read from
-# deploy/remote.sh, their one list (host_commands()).
+# the host program's registry, their one list (host_commands()).
 REQUIRED_TARGETS = {
     "help", "venv", "run", "test", "check-config", "build", "pack", "clean", "copy", "deploy", "nginx-conf",
 }
@@ -41,10 +41,11 @@ def names(project: Path) -> tuple[str, str, str]:
 
 
 def host_commands(project: Path) -> set[str]:
-    """remote.sh's HOST_COMMANDS: its commands that are make targets of the same name."""
-    line = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", (project / "deploy" / "remote.sh").read_text(), re.M)
-    assert line, "deploy/remote.sh has no HOST_COMMANDS='...' line"
-    return set(line[1].split())
+    """The host commands that are make targets of the same name, from the host program's registry."""
+    listed = subprocess.run([sys.executable, "-S", "deploy/host", "targets", "--make"], cwd=project,
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.startswith("HOST_COMMANDS := "), listed
+    return set(listed.split()[2:])
 
 
 def normalise(distribution: str) -> str:
@@ -267,8 +268,10 @@ def test_configs_and_deploy_files_ship_but_not_local_ini(release, baked_project)
     assert shipped == ["base.ini", "dev.ini", "prod.ini", "test.ini"]
     for name in shipped:
         assert (release.root / "config" / name).read_bytes() == (baked_project / "config" / name).read_bytes()
-    for name in ("remote.sh", "host.py", "gunicorn.conf.py", "target.py"):
+    for name in ("remote.sh", "gunicorn.conf.py", "target.py"):
         assert (release.root / "deploy" / name).is_file()
+    # remote.sh is the bundle: the bootstrap with the host program zipped after it
+    assert zipfile.is_zipfile(release.root / "deploy" / "remote.sh")
 
 
 def test_local_secret_is_in_no_file_of_the_release(release, baked_project):

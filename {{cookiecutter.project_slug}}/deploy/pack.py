@@ -26,7 +26,8 @@ from pathlib import Path
 from contents import canonical, lock_problems, requirement_pins, source_problems, unpinned_wheels, wheel_requirements
 from target import Target, TargetError, local_facts, wheel_needs
 
-DEPLOY_FILES = ("remote.sh", "host.py", "gunicorn.conf.py", "target.py")
+DEPLOY_FILES = ("gunicorn.conf.py", "target.py")
+BUNDLE = Path("build/remote.sh")  # deploy/bundle.py: the bootstrap with the host program
 CACHE = Path("build/wheels")
 LISTS = Path("build/wheelhouse")
 EXTRA = Path("wheels-extra")  # wheels built by hand for a target PyPI has none for
@@ -117,6 +118,9 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
             shutil.copy2(ini, root / "config")
     for name in DEPLOY_FILES:
         shutil.copy2(Path("deploy") / name, root / "deploy")
+    if not BUNDLE.is_file():
+        raise PackError(f"{BUNDLE} is missing: make pack writes it (deploy/bundle.py)")
+    shutil.copy2(BUNDLE, root / "deploy" / "remote.sh")
     # static/: a plain copy of the package's static files, for nginx to serve (make nginx-conf).
     if (Path("src") / PACKAGE / "static").is_dir():
         shutil.copytree(Path("src") / PACKAGE / "static", root / "static")

@@ -2,14 +2,14 @@
 
     python deploy/rollout.py --hosts "h1 h2 h3" [--batch N] deploy|copy|nginx-conf|<command>
 
-where <command> is one of deploy/remote.sh's HOST_COMMANDS (start, stop, rollback, ...).
+where <command> is a host command that is a make target (start, stop, rollback, ...).
 
 It never builds an ssh or scp command itself: for each host it runs the Makefile's own
 single-host targets (`make <target> REMOTE_HOST=<host> REMOTE_HOSTS=`), so everything a
 single-host deploy checks and prints still holds. `deploy` asks every host what it runs
 (its target: Python and platform), packs once per target (hosts of one target, or a
 project of pure-Python wheels, share one tarball), then deploys host after host (BATCH
-at a time) and stops at the first host that fails; the host-side remote.sh already
+at a time) and stops at the first host that fails; the host program already
 refuses a release that fails its smoke boot and switches back one that fails after the
 switch. A table then says where every host stands. `nginx-conf` asks every host its
 address and has deploy/nginx_conf.py write the snippet.
@@ -31,15 +31,13 @@ from pathlib import Path
 
 import nginx_conf
 
-REMOTE_SH = Path(__file__).resolve().with_name("remote.sh")
 
-
-def host_commands(remote_sh: Path = REMOTE_SH) -> tuple[str, ...]:
-    """The make targets run on the host (start, stop, ...): remote.sh's HOST_COMMANDS line."""
-    found = re.search(r"^HOST_COMMANDS='([a-z_ ]+)'$", remote_sh.read_text(), re.MULTILINE)
-    if not found:
-        raise SystemExit(f"{remote_sh} has no HOST_COMMANDS='...' line")
-    return tuple(found.group(1).split())
+def host_commands() -> tuple[str, ...]:
+    """The make targets run on the host (start, stop, ...): from the host program's registry."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import host.commands  # noqa: F401 (registers them)
+    from host.cli import targets
+    return tuple(cmd.name for cmd in targets())
 
 
 HOST_COMMANDS = host_commands()

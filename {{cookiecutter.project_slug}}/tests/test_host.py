@@ -1,5 +1,5 @@
-"""deploy/host.py's pure logic, by import: release order, prune, rotation, the registry."""
-import importlib.util
+"""The host program's pure logic (deploy/host/), by import: release order, prune, rotation,
+the lock, the units, the registry, settings; and the bundle the Makefile sends."""
 import json
 import os
 import subprocess
@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-HOST_PY = Path(__file__).parents[1] / "deploy" / "host.py"
-_spec = importlib.util.spec_from_file_location("host", HOST_PY)
-host = importlib.util.module_from_spec(_spec)
-sys.modules["host"] = host  # dataclasses look their module up by name
-_spec.loader.exec_module(host)
+DEPLOY = Path(__file__).parents[1] / "deploy"
+sys.path.insert(0, str(DEPLOY))
+from host import cli, commands, context, install, logs, procs, releases, systemd
 
 A, B, C, D, E = (f"{v}-2026120{n}T000000Z" for n, v in enumerate(["1.2.0", "0.9.0", "1.10.0", "1.3.0", "2.0.0"], 1))
 
@@ -34,21 +32,21 @@ def releases_dir(tmp_path, finished=(), unfinished=(), refused=(), current=None)
 
 def test_releases_are_ordered_by_their_timestamp_not_their_version(tmp_path):
     app = releases_dir(tmp_path, finished=[E, C, A, D, B])
-    assert host.Releases.read(app / "releases").finished == [A, B, C, D, E]
+    assert releases.Releases.read(app / "releases").finished == [A, B, C, D, E]
 
 
 def test_unfinished_and_refused_releases_are_never_finished(tmp_path):
     app = releases_dir(tmp_path, finished=[A, C], unfinished=[D], refused=[B])
-    releases = host.Releases.read(app / "releases")
-    assert (releases.finished, releases.unfinished, releases.refused) == ([A, C], [D], [B])
+    listing = releases.Releases.read(app / "releases")
+    assert (listing.finished, listing.unfinished, listing.refused) == ([A, C], [D], [B])
 
 
 def test_previous_is_the_newest_finished_release_older_than_current():
-    releases = host.Releases([A, B, C, D], [], [])
-    assert releases.previous(D) == C
-    assert releases.previous(B) == A  # after a rollback to B
-    assert releases.previous(A) is None
-    assert releases.previous("elsewhere") is None
+    listing = releases.Releases([A, B, C, D], [], [])
+    assert listing.previous(D) == C
+    assert listing.previous(B) == A  # after a rollback to B
+    assert listing.previous(A) is None
+    assert listing.previous("elsewhere") is None
 
 
 @pytest.mark.parametrize("current, keep, pruned", [
@@ -59,18 +57,18 @@ def test_previous_is_the_newest_finished_release_older_than_current():
     (A, 1, [B, C, D]),  # rolled back to the oldest: it stays, and the newest one
 ])
 def test_prune_keeps_the_newest_and_never_current_or_the_one_before(current, keep, pruned):
-    assert host.Releases([A, B, C, D, E], [], []).to_prune(current, keep) == pruned
+    assert releases.Releases([A, B, C, D, E], [], []).to_prune(current, keep) == pruned
 
 
 def test_prune_drops_unfinished_work_and_refused_releases_but_a_current_one():
-    releases = host.Releases([A], unfinished=[C], refused=[B, D])
-    assert releases.to_prune(D, 5) == [C, B]
+    listing = releases.Releases([A], unfinished=[C], refused=[B, D])
+    assert listing.to_prune(D, 5) == [C, B]
 
 
 def test_a_releases_backup_goes_with_it_manual_ones_stay():
     names = [f"{A}.backup", f"{C}.backup", f"manual-{A}.backup", "notes.txt", f"{D}.backup"]
-    assert host.backups_to_prune(names, C) == [f"{A}.backup"]
-    assert host.backups_to_prune(names, None) == []
+    assert releases.backups_to_prune(names, C) == [f"{A}.backup"]
+    assert releases.backups_to_prune(names, None) == []
 
 
 def test_prune_command_removes_releases_backups_and_unused_wheels(tmp_path):
@@ -84,7 +82,7 @@ def test_prune_command_removes_releases_backups_and_unused_wheels(tmp_path):
         (wheels / name).write_text(name)
     for name in (f"{A}.backup", f"{C}.backup", "manual-x.backup"):
         (backups / name).write_text("")
-    assert host.main(["prune", "--app-dir", str(app), "--keep", "1"]) == 0
+    releases.prune(app, 1)
     assert sorted(os.listdir(app / "releases")) == [C, D]  # D current, C the one before
     assert sorted(os.listdir(wheels)) == [".aaa.tmp", "aaa"]  # A's wheel went with A
     assert sorted(os.listdir(backups)) == [f"{C}.backup", "manual-x.backup"]
@@ -98,13 +96,13 @@ def test_prune_never_deletes_through_a_planted_link(tmp_path):
     (app / "shared").mkdir()
     (app / "shared" / "wheels").symlink_to(victim)
     (app / "shared" / "backups").symlink_to(victim)
-    host.main(["prune", "--app-dir", str(app), "--keep", "1"])
+    releases.prune(app, 1)
     assert (victim / "precious").read_text() == "keep me"
 
 
 def test_rotation_renames_oldest_first_and_the_log_last(tmp_path):
     log = tmp_path / "gunicorn.log"
-    assert [(a.name, b.name) for a, b in host.rotation(log, 3)] == [
+    assert [(a.name, b.name) for a, b in logs.rotation(log, 3)] == [
         ("gunicorn.log.2", "gunicorn.log.3"), ("gunicorn.log.1", "gunicorn.log.2"), ("gunicorn.log", "gunicorn.log.1")]
 
 
@@ -113,7 +111,7 @@ def test_rotate_logs_keeps_the_newest_and_leaves_small_logs(tmp_path):
     (tmp_path / "access.log").write_text("small")
     for n in (1, 2):
         (tmp_path / f"gunicorn.log.{n}").write_text(f"old {n}")
-    assert host.main(["rotate-logs", "--log-dir", str(tmp_path), "--max-kb", "2", "--keep", "2"]) == 0
+    assert logs.rotate_dir(tmp_path, 2, 2) is True
     assert (tmp_path / "gunicorn.log.1").read_text() == "x" * 3000
     assert (tmp_path / "gunicorn.log.2").read_text() == "old 1"
     assert not (tmp_path / "gunicorn.log").exists() and not (tmp_path / "gunicorn.log.3").exists()
@@ -122,26 +120,36 @@ def test_rotate_logs_keeps_the_newest_and_leaves_small_logs(tmp_path):
 
 def test_releases_listing_marks_current_unfinished_and_refused(tmp_path, capsys):
     app = releases_dir(tmp_path, finished=[A, B], unfinished=[C], refused=[D], current=B)
-    host.main(["releases", "--app-dir", str(app)])
+    commands.cmd_releases(context.Host(context.Settings(app_dir=app), "releases"), None)
     assert capsys.readouterr().out.splitlines() == [
         f"  {A}", f"* {B} (current)", f"  {C} (unfinished, removed by the next deploy)",
         f"  {D} (refused: failed to boot, removed by the next deploy)"]
 
 
 def test_registry_drives_help_and_dispatch(capsys):
-    assert host.main(["help"]) == 0
+    assert cli.main(["help"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert listed == list(host.COMMANDS)
-    assert host.main(["no-such-command"]) == 2
-    assert "unknown host command 'no-such-command'" in capsys.readouterr().err
+    assert listed == list(cli.COMMANDS)
+    assert cli.main(["no-such-command"]) == 1
+    assert "unknown command 'no-such-command' (help targets install deploy" in capsys.readouterr().err
+
+
+def test_the_make_targets_are_the_registrys_and_the_history_records_what_changes_what_runs(capsys):
+    assert cli.main(["targets", "--make"]) == 0
+    assert capsys.readouterr().out == "HOST_COMMANDS := start stop restart status logs releases history unlock\n"
+    recorded = [name for name, cmd in cli.COMMANDS.items() if cmd.recorded]
+    assert recorded == ["deploy", "rollback", "start", "stop", "restart", "config_set", "config_unset", "db_restore"]
 
 
 def test_an_old_python_is_named_by_its_version():
     """The guard is the first statement: on 3.9 the file stops there with one line."""
-    source = HOST_PY.read_text().replace("sys.version_info < (3, 10)", "sys.version_info < (99, 0)")
+    main = (DEPLOY / "host" / "__main__.py").read_text()
+    source = main.replace("sys.version_info < (3, 10)", "sys.version_info < (99, 0)")
     result = subprocess.run([sys.executable, "-c", source, "help"], check=False, capture_output=True, text=True)
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: host.py needs Python 3.10 or newer; this is {sys.version.split()[0]}"
+    assert result.stderr.strip() == (f"error: the host program needs Python 3.10 or newer; "
+                                     f"this is {sys.version.split()[0]}")
+    assert main.index("sys.version_info <") < main.index("from host")
 
 
 class Pages(BaseHTTPRequestHandler):
@@ -166,22 +174,18 @@ def app_port():
 
 
 def test_healthz_names_the_release(app_port, capsys):
-    assert host.main(["healthz", "--port", str(app_port), "--release", "r1"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"status": "ok", "release": "r1"}
-    assert host.main(["healthz", "--port", str(app_port), "--release", "r2"]) == 1
+    ok, answer = procs.wait_healthy(app_port, "r1", 0)
+    assert ok and json.loads(answer) == {"status": "ok", "release": "r1"}
+    assert procs.wait_healthy(app_port, "r2", 0.1, interval=0.02) == (False, answer)
 
 
 def test_smoke_paths_pass_on_redirects_and_404_and_fail_on_a_5xx(app_port, capsys):
-    assert host.main(["healthz", "--port", str(app_port), "--paths", "/ /login /missing"]) == 0
-    assert host.main(["healthz", "--port", str(app_port), "--paths", "/ /broken /login"]) == 1
-    assert capsys.readouterr().out.strip() == "GET /broken answered 500"
+    assert procs.check_paths(app_port, ["/", "/login", "/missing"]) is None
+    assert procs.check_paths(app_port, ["/", "/broken", "/login"]) == "GET /broken answered 500"
 
 
 def test_a_path_nothing_answers_is_named():
-    result = subprocess.run([sys.executable, HOST_PY, "healthz", "--unix", "/nonexistent/smoke.sock", "--paths", "/"],
-                            check=False, capture_output=True, text=True)
-    assert result.returncode == 1
-    assert result.stdout.startswith("GET / got no answer (")
+    assert procs.check_paths("/nonexistent/smoke.sock", ["/"]).startswith("GET / got no answer (")
 
 
 # --- install ------------------------------------------------------------------------------
@@ -220,15 +224,15 @@ def test_unsafe_members_are_refused_before_anything_is_unpacked(tmp_path, name, 
     if kind:
         member.linkname, member.size, data = "/etc/shadow", 0, b""
     tarball = write_tarball(tmp_path / "up.tar.gz", [tar_member("app-1.0/RELEASE"), (member, data)])
-    with pytest.raises(host.Refusal, match=why):
-        host.unpack(tarball, tmp_path / "into")
+    with pytest.raises(context.Failure, match=why):
+        install.unpack(tarball, tmp_path / "into")
     assert not (tmp_path / "into").exists()
 
 
 def test_unpack_strips_the_top_folder_and_keeps_no_owner_or_odd_mode(tmp_path):
     tarball = write_tarball(tmp_path / "up.tar.gz", [
         tar_member("app-1.0/RELEASE", mode=0o666), tar_member("app-1.0/deploy/remote.sh", mode=0o4775)])
-    host.unpack(tarball, tmp_path / "into")
+    install.unpack(tarball, tmp_path / "into")
     release, script = (tmp_path / "into" / "RELEASE").stat(), (tmp_path / "into" / "deploy" / "remote.sh").stat()
     assert (release.st_mode & 0o7777, script.st_mode & 0o7777) == (0o644, 0o755)
     assert release.st_uid == os.getuid() and script.st_gid == os.getgid()
@@ -239,7 +243,7 @@ def release_tree(root, files):
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
-    (root / "SHA256SUMS").write_text("".join(f"{host.hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items()))
+    (root / "SHA256SUMS").write_text("".join(f"{install.hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items()))
     return root
 
 
@@ -248,9 +252,9 @@ def test_a_lean_upload_is_filled_from_the_cache_and_verified(tmp_path):
     release = release_tree(tmp_path / "r", files)
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / host.hashlib.sha256(b"flask").hexdigest()).write_bytes(b"flask")
+    (wheels / install.hashlib.sha256(b"flask").hexdigest()).write_bytes(b"flask")
     (release / "wheels" / "flask-3.whl").unlink()
-    host.fill_and_verify(release, wheels)
+    install.fill_and_verify(release, wheels)
     assert (release / "wheels" / "flask-3.whl").read_bytes() == b"flask"
 
 
@@ -258,36 +262,36 @@ def test_a_gap_the_cache_cannot_fill_asks_for_the_whole_release(tmp_path):
     release = release_tree(tmp_path / "r", {"wheels/flask-3.whl": b"flask"})
     (release / "wheels" / "flask-3.whl").unlink()
     (tmp_path / "wheels").mkdir()
-    with pytest.raises(host.Refusal, match="left out wheels/flask-3.whl, and this host has no copy") as refused:
-        host.fill_and_verify(release, tmp_path / "wheels")
-    assert refused.value.status == host.LEAN_RETRY
+    with pytest.raises(context.Failure, match="left out wheels/flask-3.whl, and this host has no copy") as refused:
+        install.fill_and_verify(release, tmp_path / "wheels")
+    assert refused.value.status == install.LEAN_RETRY
 
 
 def test_a_corrupt_cached_wheel_is_removed_and_the_whole_release_asked_for(tmp_path):
     release = release_tree(tmp_path / "r", {"wheels/flask-3.whl": b"flask"})
     (release / "wheels" / "flask-3.whl").unlink()
-    cached = tmp_path / "wheels" / host.hashlib.sha256(b"flask").hexdigest()
+    cached = tmp_path / "wheels" / install.hashlib.sha256(b"flask").hexdigest()
     cached.parent.mkdir()
     cached.write_bytes(b"flipped bit")
-    with pytest.raises(host.Refusal, match=r"cached copy of wheels/flask-3.whl was corrupt \(sha256\): removed") as refused:
-        host.fill_and_verify(release, tmp_path / "wheels")
-    assert refused.value.status == host.LEAN_RETRY and not cached.exists()
+    with pytest.raises(context.Failure, match=r"cached copy of wheels/flask-3.whl was corrupt \(sha256\): removed") as refused:
+        install.fill_and_verify(release, tmp_path / "wheels")
+    assert refused.value.status == install.LEAN_RETRY and not cached.exists()
 
 
 def test_a_file_that_fails_its_sha256_refuses_the_release(tmp_path):
     release = release_tree(tmp_path / "r", {"config/base.ini": b"[app]\n"})
     (release / "config" / "base.ini").write_bytes(b"[app]\ndebug = true\n")
     (tmp_path / "wheels").mkdir()
-    with pytest.raises(host.Refusal, match=r"do not match its SHA256SUMS \(config/base.ini\)") as refused:
-        host.fill_and_verify(release, tmp_path / "wheels")
+    with pytest.raises(context.Failure, match=r"do not match its SHA256SUMS \(config/base.ini\)") as refused:
+        install.fill_and_verify(release, tmp_path / "wheels")
     assert refused.value.status == 1
 
 
 def test_unchanged_dependencies_are_told_by_their_sha256_the_apps_own_wheel_aside():
     old = {"wheels/flask-3.whl": "aa", "wheels/my_app-1.0-py3-none-any.whl": "bb", "RELEASE": "cc"}
     new = {"wheels/flask-3.whl": "aa", "wheels/my_app-1.1-py3-none-any.whl": "dd", "RELEASE": "ee"}
-    assert host.dependency_sums(old, "my-app") == host.dependency_sums(new, "my-app") == ["aa wheels/flask-3.whl"]
-    assert host.dependency_sums({**new, "wheels/six.whl": "ff"}, "my-app") != host.dependency_sums(old, "my-app")
+    assert install.dependency_sums(old, "my-app") == install.dependency_sums(new, "my-app") == ["aa wheels/flask-3.whl"]
+    assert install.dependency_sums({**new, "wheels/six.whl": "ff"}, "my-app") != install.dependency_sums(old, "my-app")
 
 
 def test_linked_dependencies_are_read_only_and_share_no_writable_file(tmp_path):
@@ -295,7 +299,7 @@ def test_linked_dependencies_are_read_only_and_share_no_writable_file(tmp_path):
     (old / "flask").mkdir(parents=True)
     (old / "flask" / "app.py").write_text("x")
     (old / "flask.pth").symlink_to("flask/app.py")
-    host.link_tree(old, tmp_path / "new")
+    install.link_tree(old, tmp_path / "new")
     copied = tmp_path / "new" / "flask" / "app.py"
     assert copied.stat().st_ino == (old / "flask" / "app.py").stat().st_ino
     assert copied.stat().st_mode & 0o222 == 0
@@ -319,9 +323,9 @@ def test_the_lock_is_taken_once_and_names_its_holder(tmp_path):
             if b"remote.sh" in Path(f"/proc/{holder.pid}/cmdline").read_bytes():
                 break
             time.sleep(0.01)
-        assert host.take_lock(lock, {"who": "ann@laptop", "pid": str(holder.pid)}) is None
+        assert releases.take_lock(lock, {"who": "ann@laptop", "pid": str(holder.pid)}) is None
         assert (lock / "info").read_text() == f"who=ann@laptop\npid={holder.pid}\n"
-        refused = host.take_lock(lock, {"who": "bob@ci", "pid": "1"})
+        refused = releases.take_lock(lock, {"who": "bob@ci", "pid": "1"})
         assert refused == (f"another deploy holds the lock on {tmp_path} (who=ann@laptop pid={holder.pid}); "
                            "wait for it, or run make unlock if it is dead")
     finally:
@@ -331,10 +335,10 @@ def test_the_lock_is_taken_once_and_names_its_holder(tmp_path):
 
 def test_a_stale_lock_is_taken_over(tmp_path, capsys):
     lock = tmp_path / ".deploy.lock"
-    assert host.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()}) is None
-    assert host.take_lock(lock, {"who": "ann@laptop", "pid": str(os.getpid())}) is None
+    assert releases.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()}) is None
+    assert releases.take_lock(lock, {"who": "ann@laptop", "pid": str(os.getpid())}) is None
     assert "taking over a stale deploy lock (who=bob@crashed" in capsys.readouterr().out
-    assert host.lock_info(lock)["who"] == "ann@laptop"
+    assert releases.lock_info(lock)["who"] == "ann@laptop"
 
 
 def test_a_lock_without_a_pid_is_held(tmp_path):
@@ -342,31 +346,31 @@ def test_a_lock_without_a_pid_is_held(tmp_path):
     lock = tmp_path / ".deploy.lock"
     lock.mkdir()
     (lock / "info").write_text("who=someone@elsewhere\nwhen=now\n")
-    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
+    assert releases.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
     (lock / "info").unlink()
-    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
+    assert releases.take_lock(lock, {"who": "ann", "pid": dead_pid()}).startswith("another deploy holds the lock")
 
 
 def test_a_pid_reused_by_another_program_is_no_holder(tmp_path):
     lock = tmp_path / ".deploy.lock"
-    assert host.take_lock(lock, {"who": "bob", "pid": str(os.getpid())}) is None  # pytest, not remote.sh
-    assert host.take_lock(lock, {"who": "ann", "pid": dead_pid()}) is None
+    assert releases.take_lock(lock, {"who": "bob", "pid": str(os.getpid())}) is None  # pytest, not remote.sh
+    assert releases.take_lock(lock, {"who": "ann", "pid": dead_pid()}) is None
 
 
 def test_two_takers_of_a_stale_lock_cannot_both_win(tmp_path):
     lock = tmp_path / ".deploy.lock"
-    host.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()})
+    releases.take_lock(lock, {"who": "bob@crashed", "pid": dead_pid()})
     (tmp_path / ".deploy.lock.takeover").mkdir()  # the other taker, between its check and its mkdir
-    refused = host.take_lock(lock, {"who": "ann", "pid": dead_pid()})
+    refused = releases.take_lock(lock, {"who": "ann", "pid": dead_pid()})
     assert refused == f"another deploy is taking over the stale lock on {tmp_path} just now"
-    assert host.lock_info(lock)["who"] == "bob@crashed"
+    assert releases.lock_info(lock)["who"] == "bob@crashed"
 
 
 # --- systemd units, as text -------------------------------------------------------------------
 
 
 def units(kind="system", app_dir="/srv/app"):
-    return host.Units("my-app", "prod", app_dir, "my-app-prod-1a2b3c4d", kind, "my-app", "8000", "python3",
+    return systemd.Units("my-app", "prod", app_dir, "my-app-prod-1a2b3c4d", kind, "my-app", "8000", "python3",
                       "51200", "5")
 
 
@@ -419,7 +423,34 @@ def test_the_rotation_timer_runs_every_five_minutes_and_its_service_rotates():
 
 def test_a_unit_is_rewritten_only_when_its_text_changed(tmp_path):
     path = tmp_path / "x.service"
-    assert host.replace_if_changed(path, "a\n") is True
+    assert systemd.replace_if_changed(path, "a\n") is True
     mtime = path.stat().st_mtime_ns
-    assert host.replace_if_changed(path, "a\n") is False and path.stat().st_mtime_ns == mtime
-    assert host.replace_if_changed(path, "b\n") is True and path.read_text() == "b\n"
+    assert systemd.replace_if_changed(path, "a\n") is False and path.stat().st_mtime_ns == mtime
+    assert systemd.replace_if_changed(path, "b\n") is True and path.read_text() == "b\n"
+
+
+# --- settings from the environment, and small helpers ------------------------------------------
+
+
+def test_settings_name_the_variable_that_is_not_a_number():
+    with pytest.raises(context.Failure, match="PORT must be a number, got '80; rm -rf /'"):
+        context.Settings.from_environment({"APP_DIR": "/srv/app", "PORT": "80; rm -rf /"})
+    with pytest.raises(context.Failure, match="PORT must be between 1 and 65535, got 70000"):
+        context.Settings.from_environment({"APP_DIR": "/srv/app", "PORT": "70000"})
+    with pytest.raises(context.Failure, match="APP_DIR is not set"):
+        context.Settings.from_environment({})
+
+
+def test_a_relative_app_dir_is_under_home_and_defaults_fill_the_rest():
+    settings = context.Settings.from_environment({"APP_DIR": "apps/x", "HOME": "/home/ann", "KEEP_RELEASES": "3"})
+    assert (settings.app_dir, settings.keep, settings.env, settings.port) == (Path("/home/ann/apps/x"), 3, "prod", None)
+
+
+def test_the_unit_is_named_after_the_app_its_environment_and_its_directory():
+    name = systemd.Service.unit_name(Path("/srv/app"), "prod")
+    assert name.rsplit("-", 2)[1:] == ["prod", __import__("hashlib").sha256(b"/srv/app").hexdigest()[:8]]
+
+
+def test_uptime_reads_like_ps_etime():
+    assert procs.uptime(os.getpid()).count(":") in (1, 2)
+    assert procs.uptime(2 ** 22 + 12345) == "?"

@@ -1,0 +1,230 @@
+"""One command's world: its settings, the app's paths, how the app runs here, and the
+lock, the history line and the clean-up that every command shares (Host.run)."""
+import argparse
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from host import VARS
+from host.systemd import Service
+
+
+class Failure(Exception):
+    """One sentence for the user; the command stops (Host.finish puts back what it changed)."""
+
+    def __init__(self, sentence: str, status: int = 1):
+        super().__init__(sentence)
+        self.status = status
+
+
+def number(environ: dict, name: str, default: int | None) -> int | None:
+    value = environ.get(name, "")
+    if value == "":
+        return default
+    if not value.isdigit():
+        raise Failure(f"{name} must be a number, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the deploying machine passed in the environment (the Makefile's REMOTE_ENV)."""
+    app_dir: Path
+    env: str = "prod"
+    port: int | None = None
+    keep: int = 5
+    python: str = "python3"  # as configured: the units run the bootstrap with it
+    stop_timeout: int = 30
+    boot_timeout: int = 60
+    log_max_kb: int = 51200
+    log_keep: int = 5
+    who: str = "unknown"
+    host_name: str = field(default_factory=socket.gethostname)
+    lines: int = 100
+    follow: bool = False
+    confirm: bool = False
+    skip_release_command: bool = False
+
+    @classmethod
+    def from_environment(cls, environ: dict) -> "Settings":
+        app_dir = environ.get("APP_DIR", "")
+        if not app_dir:
+            raise Failure("APP_DIR is not set")
+        port = number(environ, "PORT", None)
+        if port is not None and not 1 <= port <= 65535:
+            raise Failure(f"PORT must be between 1 and 65535, got {port}")
+        return cls(
+            app_dir=Path(app_dir if app_dir.startswith("/") else os.path.join(environ.get("HOME", "/"), app_dir)),
+            env=environ.get("APP_ENV") or "prod", port=port, keep=number(environ, "KEEP_RELEASES", 5),
+            python=environ.get("PYTHON") or "python3",
+            stop_timeout=number(environ, "STOP_TIMEOUT", 30), boot_timeout=number(environ, "BOOT_TIMEOUT", 60),
+            log_max_kb=number(environ, "LOG_MAX_KB", 51200), log_keep=number(environ, "LOG_KEEP", 5),
+            who=environ.get("DEPLOY_WHO") or "unknown", host_name=environ.get("REMOTE_HOST") or socket.gethostname(),
+            lines=number(environ, "LINES", 100), follow=bool(environ.get("FOLLOW")),
+            confirm=environ.get("CONFIRM") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")))
+
+
+def seconds(ms: float) -> str:
+    return f"{ms / 1000:.3f}s"
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000
+
+
+class Host:
+    """The app's directory on this host, and the state a command must clean up after."""
+
+    def __init__(self, settings: Settings, command: str):
+        self.settings = settings
+        self.command = command
+        self.service: Service | None = None
+        self.locked = False
+        self.switched_from: str | None = None  # set from the switch until the new master serves
+        self.smoke = None  # the smoke boot's gunicorn (a Popen) while it runs
+        self.history: tuple[str, float, str] | None = None  # what, started (ms), from
+        self.locate(settings.app_dir)
+
+    def locate(self, app: Path) -> None:
+        self.app = app
+        self.releases = self.app / "releases"
+        self.shared = self.app / "shared"
+        self.run_dir = self.shared / "run"
+        self.log_dir = self.shared / "log"
+        self.current = self.app / "current"
+        self.lock = self.app / ".deploy.lock"
+        self.pidfile = self.run_dir / "gunicorn.pid"
+
+    @classmethod
+    def from_environment(cls, command: str) -> "Host":
+        return cls(Settings.from_environment(dict(os.environ)), command)
+
+    # --- output -------------------------------------------------------------------------
+
+    @staticmethod
+    def say(*words: object, err: bool = False) -> None:
+        """Output never stops us: the ssh client may be gone while we finish the job."""
+        try:
+            print(*words, file=sys.stderr if err else sys.stdout, flush=True)
+        except OSError:
+            pass
+
+    def step(self, name: str, run, *args):
+        """Run one named step and print how long it took."""
+        started = now_ms()
+        result = run(*args)
+        self.say(f"  {name}: {seconds(now_ms() - started)}")
+        return result
+
+    def tail_log(self, log: Path) -> None:
+        self.say(f"--- last lines of {log}:", err=True)
+        try:
+            lines = log.read_text(errors="replace").splitlines()[-20:]
+        except OSError:
+            return
+        for line in lines:
+            self.say(line, err=True)
+
+    # --- paths and releases ----------------------------------------------------------------
+
+    def make_dirs(self) -> None:
+        for path in (self.releases, self.log_dir, self.run_dir, self.shared / "wheels", self.shared / "instance",
+                     self.app / ".incoming"):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def current_id(self) -> str | None:
+        return Path(os.readlink(self.current)).name if self.current.is_symlink() else None
+
+    def current_dir(self) -> Path:
+        return self.releases / self.current_id()
+
+    def need_current(self, what: str = "run make deploy first") -> str:
+        release = self.current_id()
+        if release is None:
+            raise Failure(f"no release is current on this host yet: {what}")
+        return release
+
+    def app_environment(self) -> None:
+        """What the app and gunicorn.conf.py read: its environment, shared dir and config."""
+        os.environ.update({f"{VARS}_ENV": self.settings.env, f"{VARS}_SHARED_DIR": str(self.shared),
+                           f"{VARS}_CURRENT": str(self.current), f"{VARS}_LOCAL_CONFIG": str(self.shared / "local.ini")})
+        if self.settings.port is not None:
+            os.environ[f"{VARS}_SERVER_PORT"] = str(self.settings.port)
+
+    # --- one command, start to end ------------------------------------------------------------
+
+    def run(self, cmd, args: argparse.Namespace) -> int:
+        status = 0
+        try:
+            self.make_dirs()
+            self.locate(Path(os.path.realpath(self.app)))
+            self.app_environment()
+            self.service = Service.detect(self.app, self.settings.env, self.settings.host_name, unit_only=cmd.name in (
+                "exec_master", "rotate_logs"))
+            if self.service.kind == "daemon" and cmd.name not in ("probe", "check_host"):
+                from host.logs import rotate
+                rotate(self)  # under systemd its timer does
+            if cmd.recorded:
+                self.history = (cmd.name, now_ms(), self.current_id() or "none")
+            status = cmd.run(self, args) or 0
+        except Failure as failure:
+            if str(failure):
+                self.say(f"error: {failure}", err=True)
+            status = failure.status
+        except KeyboardInterrupt:
+            status = 130
+        finally:
+            status = self.finish(status)
+        return status
+
+    def finish(self, status: int) -> int:
+        """On any end: a switched-but-unhealthy release is switched back, the smoke boot
+        stopped, the history written, the lock released."""
+        try:
+            if self.switched_from:
+                from host.serve import put_back
+                put_back(self)
+            if self.smoke is not None:
+                from host.serve import smoke_stop
+                smoke_stop(self)
+            if self.history:
+                self.record_history(status)
+        except KeyboardInterrupt:
+            status = 130
+        finally:
+            self.unlock_if_held()
+        return status
+
+    # --- the lock and the history ----------------------------------------------------------
+
+    def take_lock(self, what: str = "") -> None:
+        from host.releases import take_lock
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        refused = take_lock(self.lock, {"who": self.settings.who, "when": when, "version": what,
+                                        "pid": str(os.getpid())})
+        if refused:
+            raise Failure(refused)
+        self.locked = True
+
+    def unlock_if_held(self) -> None:
+        if self.locked:
+            from host.releases import remove
+            remove(self.lock)
+            self.locked = False
+
+    def record_history(self, status: int) -> None:
+        """shared/deploys.log, append-only, one line per command that changes what runs:
+        UTC time, who, what, from release, to release, result, duration."""
+        what, started, was = self.history
+        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.settings.who} {what} {was} "
+                f"{self.current_id() or 'none'} {'ok' if status == 0 else 'failed'} {seconds(now_ms() - started)}")
+        try:
+            log = os.open(self.shared / "deploys.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(log, "a") as handle:
+                handle.write(line + "\n")
+        except OSError:
+            pass
+        self.say(f"history: {line}")

@@ -1,0 +1,395 @@
+"""Running releases: start, the smoke boot, the release command, the switch of `current`
+and the USR2 hand-over that drops no request; put_back when a switched release fails."""
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from host import DIST, PACKAGE, VARS
+from host.context import Failure, Host
+from host.procs import (
+    check_paths,
+    cmdline,
+    is_master,
+    master_pid,
+    parent_of,
+    pids_running,
+    port_taken,
+    read_pid,
+    signal_quietly,
+    stop_pid,
+    wait_healthy,
+)
+from host.systemd import Units, quiet, write_units
+
+UNCHANGED = "it was not switched to, and what ran before runs unchanged"
+
+
+def gunicorn(release: Path) -> list[str]:
+    """A release's gunicorn through its resolved path, never `current`: a hand-over re-execs
+    into the release `current` names then (pre_exec in gunicorn.conf.py)."""
+    return [str(release / "venv" / "bin" / "gunicorn"), "-c", str(release / "deploy" / "gunicorn.conf.py")]
+
+
+def open_app_file(host: Host, path: Path, flags: int) -> int:
+    """Open a file in shared/ without following a link; as root, make it the app's."""
+    fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    if host.service.kind == "system":
+        import pwd
+        account = pwd.getpwnam(host.service.app_user)
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+    return fd
+
+
+def units(host: Host) -> Units:
+    s = host.settings
+    return Units(DIST, s.env, str(host.app), host.service.unit,
+                 host.service.kind, host.service.app_user, "" if s.port is None else str(s.port), s.python,
+                 str(s.log_max_kb), str(s.log_keep), s.boot_timeout, s.stop_timeout)
+
+
+def write_unit(host: Host) -> None:
+    """The unit and its log-rotation timer where they changed, and the timer kept on."""
+    from host.accounts import ensure_app_user
+    ensure_app_user(host)
+    try:
+        if write_units(host.service, units(host)):
+            host.say(f"  wrote {host.service.unit_dir / (host.service.unit + '.service')}")
+    except OSError as exc:
+        raise Failure(str(exc)) from None
+    quiet([*host.service.systemctl, "enable", "--quiet", "--now", f"{host.service.unit}-logs.timer"])
+
+
+def stop_service(host: Host) -> None:
+    """Stop and disable the unit (it stays stopped across reboots); harmless without one."""
+    service = host.service
+    if service.kind == "daemon" or not (service.unit_dir / f"{service.unit}.service").exists():
+        return
+    quiet([*service.systemctl, "disable", "--quiet", "--now", service.unit])
+    quiet([*service.systemctl, "reset-failed", service.unit])
+
+
+def master(host: Host, pidfile: Path | None = None) -> int | None:
+    return master_pid(pidfile or host.pidfile, host.releases)
+
+
+def healthy(host: Host, release: str, pidfile: Path) -> bool:
+    """/healthz on PORT names RELEASE while the master in PIDFILE runs (a restart keeps the
+    release: the old master's answer alone proves nothing)."""
+    ok, _ = wait_healthy(host.settings.port, release, host.settings.boot_timeout, pidfile=pidfile,
+                         releases=host.releases)
+    return ok
+
+
+def start_master(host: Host) -> bool:
+    """Start the release `current` points to, detached. Callers know no master of ours runs,
+    so a pidfile left is stale: gunicorn refuses to start while the pid in it is alive,
+    which a reused pid (another program) may well be."""
+    release = host.current_dir()
+    host.pidfile.unlink(missing_ok=True)
+    if host.service.kind == "daemon":
+        log = open_app_file(host, host.log_dir / "gunicorn.log", os.O_APPEND)
+        try:
+            subprocess.run(gunicorn(release), cwd=release, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                           check=False)
+        finally:
+            os.close(log)
+    else:
+        write_unit(host)
+        # enable: it comes back after a reboot; start returns once gunicorn has daemonized.
+        quiet([*host.service.systemctl, "enable", "--quiet", host.service.unit])
+        started = subprocess.run([*host.service.systemctl, "start", host.service.unit], capture_output=True,
+                                 text=True, check=False)
+        if started.returncode != 0:
+            host.say((started.stdout + started.stderr).strip(), err=True)
+    return healthy(host, release.name, host.pidfile)
+
+
+def exec_master(host: Host) -> None:
+    """The unit's ExecStart: gunicorn of the release `current` points to now, which
+    daemonizes; systemd follows its pidfile (Type=forking)."""
+    release = host.current_dir()
+    host.pidfile.unlink(missing_ok=True)
+    os.chdir(release)
+    command = gunicorn(release)
+    os.execv(command[0], command)
+
+
+def running_port(host: Host) -> int | None:
+    return read_pid(host.run_dir / "port")
+
+
+def record_port(host: Host) -> None:
+    fd = open_app_file(host, host.run_dir / "port", os.O_TRUNC)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{host.settings.port}\n")
+
+
+def use_running_port(host: Host) -> None:
+    """status and restart act on the running app, which cannot move: ask it on its own port,
+    whatever PORT says (the config's default when the deploy had PORT=… on its command line)."""
+    was = running_port(host)
+    if was and was != host.settings.port:
+        host.say(f"(the app runs on port {was}, not PORT={host.settings.port or ''}: asking it there)")
+        host.settings = dataclasses.replace(host.settings, port=was)
+
+
+def check_port(host: Host) -> None:
+    """Refuse before touching anything when PORT cannot be ours."""
+    port = host.settings.port
+    if port is None:
+        raise Failure("PORT is not set")
+    pid = master(host)
+    if pid:
+        was = running_port(host)
+        if was and was != port:
+            raise Failure(f"the app runs on port {was} (pid {pid}); run make stop before moving it to port {port}")
+    elif port_taken(port):
+        raise Failure(f"port {port} on {os.uname().nodename} is already in use by another program; nothing was changed")
+
+
+# --- the smoke boot: the new release on a private socket, before it takes any traffic ----------
+
+
+def smoke_boot(host: Host, release: str) -> None:
+    directory, sock, pidfile = host.releases / release, host.run_dir / "smoke.sock", host.run_dir / "smoke.pid"
+    smoke_log = host.log_dir / "smoke.log"
+    left = read_pid(pidfile)  # the smoke gunicorn of a deploy killed (SIGKILL) mid-boot outlives it
+    if is_master(left, host.releases) and f"--pid {pidfile}" in cmdline(left):
+        stop_pid(left, host.settings.stop_timeout, host.say)
+    for path in (sock, pidfile, smoke_log):
+        path.unlink(missing_ok=True)
+    log = open_app_file(host, smoke_log, os.O_APPEND)
+    # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it exit:
+    # gunicorn shuts down by itself at once when a worker cannot import the app, and
+    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile. As the
+    # account the service runs as (as_app): never as root.
+    try:
+        host.smoke = subprocess.Popen(
+            [*host.service.as_app, "env", f"{VARS}_FOREGROUND=1", *gunicorn(directory), "--bind", f"unix:{sock}",
+             "--workers", "1", "--pid", str(pidfile), "--error-logfile", str(smoke_log),
+             "--access-logfile", "/dev/null"], cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        os.close(log)
+    ok, _ = wait_healthy(str(sock), release, host.settings.boot_timeout, alive=lambda: host.smoke.poll() is None)
+    if not ok:
+        refuse(host, release, smoke_log, f"release {release} failed its smoke boot (no healthy /healthz on a "
+                                         f"private socket); {UNCHANGED}")
+
+
+def smoke_stop(host: Host, wait: bool = True) -> None:
+    """TERM the smoke boot's gunicorn; WAIT for it to go (else Host.finish does, so that its
+    shutdown overlaps the switch and the hand-over)."""
+    if host.smoke is not None:
+        if host.smoke.poll() is None and not getattr(host.smoke, "termed", False):
+            host.smoke.send_signal(signal.SIGTERM)
+            host.smoke.termed = True  # once: a second TERM would cut its graceful stop short
+        if wait:
+            host.smoke.wait()
+            host.smoke = None
+
+
+def refuse(host: Host, release: str, log: Path, sentence: str) -> None:
+    """Mark RELEASE refused (never a rollback target; pruned), show the log's tail, fail."""
+    smoke_stop(host)
+    (host.releases / release / ".refused").touch()
+    host.tail_log(log)
+    raise Failure(sentence)
+
+
+def smoke_paths(host: Host, release: str, paths: list[str]) -> None:
+    """The app's own pages ([deploy] smoke_paths) on the smoke boot's socket, after the
+    release command (a page may need the new schema): a 5xx or no answer refuses it."""
+    failed = check_paths(str(host.run_dir / "smoke.sock"), paths) if paths else None
+    if failed:
+        refuse(host, release, host.log_dir / "smoke.log",
+               f"release {release} failed its smoke test: {failed} on a private socket; {UNCHANGED}")
+    smoke_stop(host, wait=False)
+
+
+def release_settings(host: Host, release: str) -> tuple[str, list[str]]:
+    """The release's own [deploy] release_command and smoke_paths, in one Python start
+    (config.py as a script is standard library only: no app import). A release packed
+    before smoke_paths existed knows only release_command."""
+    directory = host.releases / release
+    python = str(directory / "venv" / "bin" / "python")
+    for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
+        for keys in (["deploy", "release_command", "deploy", "smoke_paths"], ["deploy", "release_command"]):
+            got = subprocess.run([python, "-S", str(config), "get", host.settings.env, *keys], cwd=directory,
+                                 capture_output=True, text=True, check=False)
+            if got.returncode == 0:
+                lines = [*got.stdout.splitlines(), "", ""]
+                return lines[0], lines[1].split() if len(keys) == 4 else []
+    raise Failure(f"cannot read [deploy] release_command and smoke_paths of {release}")
+
+
+def release_command(host: Host, release: str, command: str) -> None:
+    """The release's [deploy] release_command (migrations, say), in its venv and directory
+    with the target's config, after the smoke boot and before the switch, under the lock. A
+    rollout runs it on its first host only (SKIP_RELEASE_COMMAND on the others). The
+    database's backup before a migration is the command's to take (`<package> migrate`
+    takes one only when a migration is pending), into <VARS>_BACKUP_FILE."""
+    if not command:
+        return
+    if host.settings.skip_release_command:
+        host.say("  release_command: not here (it ran on the first host)")
+        return
+    from host.accounts import app_dir_for
+    directory = host.releases / release
+    backup = app_dir_for(host, host.shared / "backups") / f"{release}.backup"
+    host.say(f"  release_command: {command}")
+    env = {**os.environ, f"{VARS}_BACKUP_FILE": str(backup), "PATH": f"{directory}/venv/bin:{os.environ['PATH']}"}
+    if subprocess.run([*host.service.as_app, "sh", "-c", command], cwd=directory, env=env, check=False).returncode:
+        (directory / ".refused").touch()
+        hint = ""
+        if backup.is_file():
+            hint = ("; the database was backed up before it: if the command left it half-changed, "
+                    f"make db-restore BACKUP={backup.name} CONFIRM=1")
+        raise Failure(f"the release command ({command}) failed for {release}: nothing was switched, "
+                      f"and what ran before runs unchanged{hint}")
+
+
+# --- the switch and the hand-over ------------------------------------------------------------------
+
+
+def switch_to(host: Host, release: str) -> None:
+    """Point `current` at RELEASE atomically: a temp link renamed over it."""
+    tmp = host.app / f".current.tmp.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(f"releases/{release}", tmp)
+    os.replace(tmp, host.current)
+
+
+def stop_handover_child(host: Host, pid: int) -> None:
+    """A hand-over interrupted for good (the deploy killed between USR2 and TERM) leaves the
+    new master running as a child of the old one, which then ignores every USR2 ("Child
+    exists"). Stop that child: its parent still serves, so no request is lost."""
+    child = read_pid(Path(f"{host.pidfile}.2"))
+    if is_master(child, host.releases) and parent_of(child) == pid:
+        host.say(f"stopping pid {child}, the new master of an unfinished hand-over")
+        stop_pid(child, host.settings.stop_timeout, host.say)
+
+
+def start_fresh(host: Host, release: str) -> None:
+    """Nothing ran before: start the new release; if it cannot serve, mark it refused and, on
+    a first deploy, leave no `current` pointing at it (put_back restores an earlier one)."""
+    if start_master(host):
+        return
+    stop_service(host)
+    pid = master(host)
+    if pid:
+        stop_pid(pid, host.settings.stop_timeout, host.say)
+    # Every gunicorn of the release, even one whose pidfile is gone: a master that halts
+    # removes its pidfile before it has exited.
+    for pid in pids_running(f"{host.releases}/{release}/venv/bin/gunicorn "):
+        stop_pid(pid, 5, host.say)
+    (host.releases / release / ".refused").touch()
+    if not host.switched_from:
+        host.current.unlink(missing_ok=True)
+    host.tail_log(host.log_dir / "gunicorn.log")
+    raise Failure(f"release {release} did not answer /healthz on port {host.settings.port} "
+                  f"within {host.settings.boot_timeout}s")
+
+
+def in_unit(host: Host, pid: int) -> bool:
+    try:
+        return f"/{host.service.unit}.service" in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+
+
+def wait_for_previous_master(host: Host, old: int) -> None:
+    """The last hand-over's old master may still be draining: until it is gone and the
+    running master has seen so (it then renames gunicorn.pid.2 over gunicorn.pid: the .2
+    file goes), gunicorn ignores USR2 ("Parent master exists")."""
+    second = Path(f"{host.pidfile}.2")
+    if read_pid(second) != old:
+        return
+    parent = parent_of(old)
+    if is_master(parent, host.releases):
+        host.say(f"  waiting for the previous master (pid {parent}) to finish its requests")
+    started, stop = time.monotonic(), host.settings.stop_timeout
+    killed = False
+    while read_pid(second) == old and time.monotonic() < started + stop + 10:
+        if not killed and time.monotonic() > started + stop + 5 and is_master(parent, host.releases):
+            signal_quietly(parent, signal.SIGKILL)
+            killed = True
+        time.sleep(0.05)
+
+
+def handover(host: Host, release: str) -> None:
+    """USR2: the old master forks a new one that runs `current` (pre_exec in gunicorn.conf.py);
+    both share the listening socket, so no request is refused."""
+    old = master(host)
+    if not old:
+        start_fresh(host, release)
+        return
+    stop_handover_child(host, old)
+    wait_for_previous_master(host, old)
+    if host.service.kind != "daemon" and not in_unit(host, old):
+        # A master started outside the unit (before systemd was usable here) cannot hand
+        # over into it: stop it and let the unit start the release (a short restart).
+        host.say(f"  moving the app from a detached gunicorn (pid {old}) into {host.service.unit}.service: "
+                 "a short restart")
+        stop_pid(old, host.settings.stop_timeout, host.say)
+        start_fresh(host, release)
+        return
+    second = Path(f"{host.pidfile}.2")
+    second.unlink(missing_ok=True)
+    os.kill(old, signal.SIGUSR2)
+    if not healthy(host, release, second):
+        new = master(host, second)
+        if new:
+            stop_pid(new, host.settings.stop_timeout, host.say)
+        (host.releases / release / ".refused").touch()
+        host.tail_log(host.log_dir / "gunicorn.log")
+        raise Failure(f"the new master for {release} did not become healthy; the old master (pid {old}) keeps serving")
+    host.switched_from = None  # the new release serves: from here on, an interruption keeps it
+    # The pidfile names the new master before the old one goes. systemd re-reads it when
+    # the main process exits: otherwise the old master deletes it on exit, the unit counts
+    # as finished and systemd kills the new master with it. gunicorn itself renames the .2
+    # file only once it sees its parent gone: too late, so copy it now, atomically.
+    tmp = Path(f"{host.pidfile}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.write_bytes(second.read_bytes())
+    os.replace(tmp, host.pidfile)
+    # TERM, and no waiting: the old master finishes its requests while the new one serves
+    # (the next hand-over waits for it, if it comes that soon).
+    signal_quietly(old, signal.SIGTERM)
+
+
+def activate(host: Host, release: str, run_release_command: bool = False) -> None:
+    """Smoke-boot, [the release command,] the smoke paths, switch, hand over; a failure after
+    the switch is put back (Host.finish)."""
+    from host.accounts import ensure_app_user
+    ensure_app_user(host)
+    if host.service.kind != "daemon":
+        write_unit(host)  # settings may have changed
+    host.step("smoke_boot", smoke_boot, host, release)
+    command, paths = release_settings(host, release)  # after the boot: a bad config fails there, in the app's words
+    if run_release_command:
+        host.step("release_command", release_command, host, release, command)
+    host.step("smoke_paths", smoke_paths, host, release, paths)
+    host.switched_from = host.current_id()
+    host.step("switch", switch_to, host, release)
+    host.step("handover", handover, host, release)
+    record_port(host)
+    host.switched_from = None
+
+
+def put_back(host: Host) -> None:
+    """A switched release that did not take over: `current` back to what ran, and that serving."""
+    was, host.switched_from = host.switched_from, None
+    host.say(f"switching current back to {was}")
+    switch_to(host, was)
+    old = master(host)
+    if old:
+        stop_handover_child(host, old)
+    else:
+        try:
+            start_master(host)
+        except Failure:
+            pass
+    host.say(f"now serving: {host.current_id()}")
