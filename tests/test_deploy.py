@@ -170,9 +170,18 @@ def test_stop_start_are_idempotent_and_logs_show_gunicorn(serving):
     ({"REMOTE_HOST": None}, ["REMOTE_HOST is not set"]),
     ({"PORT": "abc"}, ["PORT must be a number", "abc"]),
     ({"PORT": "70000"}, ["PORT must be between 1 and 65535", "70000"]),
-], ids=["no-REMOTE_HOST", "PORT=abc", "PORT=70000"])
-def test_bad_variables_stop_before_ssh(fresh_app, monkeypatch, target, overrides, words):
+    ({"REMOTE_HOST": "x;touch {marker};:"}, ["REMOTE_HOST must be a host name"]),
+    ({"REMOTE_HOST": "-oProxyCommand=touch {marker}"}, ["REMOTE_HOST must be a host name"]),
+    ({"REMOTE_USER": "a'$(touch {marker})'"}, ["REMOTE_USER must be a user name"]),
+    ({"LINES": "1;touch {marker}"}, ["LINES must be a number"]),
+    ({"APP_ENV": "prod;touch {marker}"}, ["APP_ENV must be an environment name"]),
+], ids=["no-REMOTE_HOST", "PORT=abc", "PORT=70000", "REMOTE_HOST=code", "REMOTE_HOST=option", "REMOTE_USER=code",
+        "LINES=code", "APP_ENV=code"])
+def test_bad_variables_stop_before_ssh(fresh_app, monkeypatch, tmp_path, target, overrides, words):
+    """Each is named; none reaches a shell as code (the marker file is never made)."""
     monkeypatch.delenv("REMOTE_HOST", raising=False)
+    marker = tmp_path / "ran"
+    overrides = {k: v and v.replace("{marker}", str(marker)) for k, v in overrides.items()}
     variables = {k: v for k, v in {**fresh_app.vars, **overrides}.items() if v is not None}
     started = time.monotonic()
     result = make(fresh_app.project, target, check=False, **variables)
@@ -182,6 +191,7 @@ def test_bad_variables_stop_before_ssh(fresh_app, monkeypatch, target, overrides
         assert word in result.stderr
     assert "==>" not in result.stdout  # no check-config, test or pack either
     assert not fresh_app.dir.exists()  # no ssh: every target first makes REMOTE_DIR
+    assert not marker.exists(), "a variable ran as code"
 
 
 # --- 5. an unreachable host -----------------------------------------------------------
@@ -224,10 +234,17 @@ def test_a_running_deploy_holds_the_lock(serving):
     first = subprocess.Popen(command, cwd=app.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         info = wait_for(lambda: "pid=" in app.lock_info() and app.lock_info(), 120, "the deploy to take the lock")
-        started = time.monotonic()
-        second = app.make("restart", check=False)  # takes the lock at once: no local build
-        assert first.poll() is None, "the refusal came while the deploy still ran"
-        assert time.monotonic() - started < 15
+        # The holder held still (SIGSTOP), so that the second command surely meets it: a
+        # deploy's host side can be over before another make has started.
+        holder = int(re.search(r"^pid=(\d+)$", info, re.M)[1])
+        os.kill(holder, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            second = app.make("restart", check=False)  # takes the lock at once: no local build
+            assert first.poll() is None, "the refusal came while the deploy still ran"
+            assert time.monotonic() - started < 15
+        finally:
+            os.kill(holder, signal.SIGCONT)
         out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:

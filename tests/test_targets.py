@@ -122,8 +122,13 @@ def test_a_host_older_than_the_minimum_is_refused_before_any_upload(baked_projec
     assert re.search(r"deploy-test-host runs Python 3\.9\.\d+ \(python3\), older than this project's minimum 3\.10", err), err
     assert "HOST_PYTHON" in err and "nothing was uploaded" in err and "Traceback" not in err
     assert "==>" not in result.stdout  # not even tested or packed
-    assert os.listdir(app.dir / "releases") == [] and os.listdir(app.dir / ".incoming") == []
+    # the probe wrote nothing: no release, no upload (only the host program's copy and its folder)
+    assert not (app.dir / "releases").exists() and os.listdir(app.dir / ".incoming") == []
     assert not (app.dir / "current").exists() and not (app.dir / ".deploy.lock").exists()
+    # every other host command names the version too, in one sentence
+    stop = app.make("stop", check=False)
+    assert stop.returncode != 0 and "error: the host program needs Python 3.10 or newer; this is 3.9." in stop.stderr
+    (app.dir / "remote.sh").unlink()  # nothing runs there: the teardown has nothing to stop
 
 
 def test_a_release_for_another_python_is_refused_on_the_host(on_312, baked_project):

@@ -176,11 +176,9 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
     """The release minus the wheels a host's cache holds (its probe lists their sha256):
     what `make deploy` uploads. SHA256SUMS still names every file; the host fills the gaps
     from its cache and checks them all."""
-    cached = set()
-    for line in facts.read_text().splitlines():
-        if line.startswith("cached="):
-            cached = set(line.removeprefix("cached=").split())
-    left_out = 0
+    said = dict(line.partition("=")[::2] for line in facts.read_text().splitlines())
+    cached = set(said.get("cached", "").split())
+    left_out = sent_wheels = 0
     with tarfile.open(tarball) as full:
         members = full.getmembers()
         sums_member = next(m for m in members if m.name.endswith("/SHA256SUMS"))
@@ -196,16 +194,37 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
                 if member.isfile() and inner.startswith("wheels/") and sums.get(inner) in cached:
                     left_out += 1
                     continue
+                if member.isfile() and inner.startswith("wheels/"):
+                    sent_wheels += member.size
                 thin.addfile(member, full.extractfile(member) if member.isfile() else None)
     os.replace(tmp, out)
+    free = said.get("disk_free_kb", "")
+    need = room_needed(members, out.stat().st_size, sent_wheels)
+    if free.isdigit() and int(free) * 1024 < need:
+        out.unlink()
+        raise PackError(f"the host has {int(free) // 1024} MiB free where the app lives; this release needs about "
+                        f"{need // 2**20 + 1} MiB there (its upload, files and venv): nothing was sent. "
+                        "Free some space there (make check-host shows the disk)")
     return f"upload {out.stat().st_size // 1024} KiB ({left_out} wheels the host has left out)"
+
+
+def room_needed(members: list[tarfile.TarInfo], upload: int, sent_wheels: int) -> int:
+    """Bytes a release takes on the host while it installs, roughly: the upload, its files,
+    and a venv of three times the wheels the host did not have (an installed wheel is larger
+    than the wheel; those it has were installed before, and are linked from there)."""
+    files = sum(member.size for member in members if member.isfile())
+    return upload + files + 3 * sent_wheels
 
 
 def main() -> int:
     if sys.argv[1:2] == ["lean"]:  # pack.py lean TARBALL HOST_FACTS OUT
         if len(sys.argv) != 5:
             sys.exit("usage: pack.py lean TARBALL HOST_FACTS OUT")
-        print(lean(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])))
+        try:
+            print(lean(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])))
+        except PackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dist", type=Path, required=True)

@@ -42,6 +42,9 @@ print("venv=" + has_venv)' 2>/dev/null || { say "python_version=none"; return 0;
         if [ -x "$loader" ]; then say "libc=musl $("$loader" 2>&1 | sed -n 's/^Version //p')"; fi
     done
     say "cached=$(ls "$APP_DIR/shared/wheels" 2>/dev/null | tr '\n' ' ')"  # the upload leaves these out
+    where=$APP_DIR  # its disk: the nearest folder there is
+    while [ ! -d "$where" ]; do where=$(dirname "$where"); done
+    say "disk_free_kb=$(df -Pk "$where" 2>/dev/null | awk 'NR == 2 { print $4 }')"
 }
 
 case ${1:-} in

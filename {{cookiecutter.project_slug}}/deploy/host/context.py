@@ -1,6 +1,7 @@
 """One command's world: its settings, the app's paths, how the app runs here, and the
 lock, the history line and the clean-up that every command shares (Host.run)."""
 import argparse
+import errno
 import os
 import socket
 import sys
@@ -176,6 +177,11 @@ class Host:
             status = failure.status
         except KeyboardInterrupt:
             status = 130
+        except OSError as exc:  # one sentence, naming the file: a full disk, most likely
+            where = f" ({exc.filename})" if exc.filename else ""
+            full = " on the disk of the app's directory" if exc.errno == errno.ENOSPC else ""
+            self.say(f"error: {exc.strerror or exc}{full}{where}", err=True)
+            status = 1
         finally:
             status = self.finish(status)
         return status
