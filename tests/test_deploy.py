@@ -79,6 +79,11 @@ def test_deploy_serves_a_release_and_status_reports_it(serving):
 def test_local_ini_is_generated_private(serving):
     mode, text = local_ini(serving)
     assert mode == 0o600
+    # shared/ (data, logs, backups, secrets) is the app's alone; so is what its workers write
+    assert (serving.dir / "shared").stat().st_mode & 0o777 == 0o700
+    worker = children(serving.pid())[0]
+    umask = re.search(r"^Umask:\s+(\d+)$", Path(f"/proc/{worker}/status").read_text(), re.M)[1]
+    assert umask == "0077"
     key = re.search(r"^secret_key = (\S+)$", text, re.M)
     assert key and re.fullmatch(r"[0-9a-f]{64}", key.group(1)), text
 

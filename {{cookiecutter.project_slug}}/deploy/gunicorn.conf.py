@@ -44,3 +44,14 @@ def pre_exec(server):
             "-c", os.path.join(release, "deploy", "gunicorn.conf.py")]
     server.START_CTX.update({0: python, "args": args, "cwd": release})
     server.log.info("re-exec into %s", release)
+
+
+def when_ready(server):
+    """Files the master makes from here on are the app's alone (gunicorn's own umask setting
+    covers only its sockets, and daemon mode forces 022)."""
+    os.umask(0o077)
+
+
+def post_fork(server, worker):
+    """And so are those each worker makes (a SQLite database, uploads, exports)."""
+    os.umask(0o077)

@@ -135,6 +135,9 @@ class Host:
         for path in (self.releases, self.log_dir, self.run_dir, self.shared / "wheels", self.shared / "instance",
                      self.app / ".incoming"):
             path.mkdir(parents=True, exist_ok=True)
+        # The app's data, logs and secrets are its own: no other account on the host reads them.
+        if not self.shared.is_symlink() and self.shared.stat().st_mode & 0o777 != 0o700:
+            os.chmod(self.shared, 0o700)
 
     def current_id(self) -> str | None:
         return Path(os.readlink(self.current)).name if self.current.is_symlink() else None
