@@ -1,6 +1,6 @@
 """gunicorn settings for a deployed release, taken from the app's own INI files.
 
-remote.sh starts gunicorn from the release directory through its own venv
+The host program (deploy/host/) starts gunicorn from the release directory through its own venv
 (releases/<id>/venv/bin/gunicorn), never through the `current` link, and sets the
 {{ cookiecutter.package_name | upper }}_* variables below. Command-line flags win over this file (the smoke boot
 uses that to bind a private unix socket).
@@ -22,7 +22,7 @@ workers = _config["server"]["workers"]
 threads = _config["server"]["threads"]
 timeout = _config["server"]["timeout"]
 graceful_timeout = timeout
-# remote.sh's smoke boot sets {{ cookiecutter.package_name | upper }}_FOREGROUND=1 to keep gunicorn as its child and see it exit.
+# The host program's smoke boot sets {{ cookiecutter.package_name | upper }}_FOREGROUND=1 to keep gunicorn as its child and see it exit.
 daemon = os.environ.get("{{ cookiecutter.package_name | upper }}_FOREGROUND") != "1"
 pidfile = os.path.join(_shared, "run", "gunicorn.pid")
 errorlog = os.path.join(_shared, "log", "gunicorn.log")

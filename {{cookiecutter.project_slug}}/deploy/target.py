@@ -183,7 +183,7 @@ def check_host(facts_file: str, host: str, minimum_text: str) -> int:
 def check_fits(needs: str, minimum_text: str = "") -> int:
     """On the host, on the unpacked release: does this Python take a release that needs
     Python >= minimum_text and was built for `needs`? If so, print the interpreter's own
-    path (remote.sh then runs that, not a shim in front of it)."""
+    path (the host program then runs that, not a shim in front of it)."""
     host = os.environ.get("REMOTE_HOST") or platform.node() or "this host"
     have = "{}.{}".format(*sys.version_info[:2])
     if minimum_text and sys.version_info[:2] < tuple(int(n) for n in minimum_text.split(".")[:2]):

@@ -180,6 +180,8 @@ def cmd_status(host: Host, args) -> int:
         return 1
     host.say(f"master: pid {pid}, up {uptime(pid)}")
     use_running_port(host)
+    if host.settings.port is None:
+        raise Failure("PORT is not set, and the app has recorded none: give PORT=…")
     host.say(f"port: {host.settings.port}")
     ok, answer = wait_healthy(host.settings.port, None, 0)
     host.say(f"healthz: {answer}" if ok else f"healthz: FAILED: {answer}")
