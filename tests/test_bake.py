@@ -203,22 +203,20 @@ def test_host_commands_have_make_targets_and_the_reverse(baked, tmp_path):
     # the Makefile names no host command, and runs none that the registry lacks
     for command in host:
         assert not re.search(rf"^{command}:", makefile, re.M), f"{command}: the Makefile lists it again"
-    called = set(re.findall(r"\$\(call (?:remote|upload|upload_lean|remote_attached),(?:[^,)]*,)?([a-z_]+)", makefile))
+    ship = "\n".join(p.read_text() for p in (project / "deploy" / "ship").glob("*.py"))
+    called = set(re.findall(r"\.(?:run|attached)\(\"([a-z_]+)\"", ship))
     assert called and called <= {*commands, "probe"}, called - set(commands)  # the bootstrap answers the probe
 
     helped = subprocess.run(["make", "--no-print-directory", "help"], cwd=project, capture_output=True, text=True)
     assert set(host) <= set(re.findall(r"^  ([a-z-]+) ", helped.stdout, re.M)), helped.stdout + helped.stderr
-    one = subprocess.run(["make", "-n", "--no-print-directory", *host, "REMOTE_HOST=h", "REMOTE_HOSTS="],
+    # each is the deploy program's target of that name, for one host or several (it reads REMOTE_HOSTS)
+    one = subprocess.run(["make", "-n", "--no-print-directory", *host, "REMOTE_HOST=h"],
                          cwd=project, capture_output=True, text=True)
-    # each runs its command with the host's copy of the host program, or ours when that differs
-    ran = re.findall(r"exec sh \S+/remote\.sh (\S+)\"", one.stdout)
-    assert ran[::2] == ran[1::2] == host, one.stdout + one.stderr
-    several = subprocess.run(["make", "-n", "--no-print-directory", *host, "REMOTE_HOSTS=h1 h2"],
-                             cwd=project, capture_output=True, text=True)
-    assert re.findall(r"deploy/rollout\.py .* --hosts \"h1 h2\" (\S+) ", several.stdout) == host, several.stdout
-    rollout = subprocess.run([sys.executable, "-c", "import rollout; print(' '.join(rollout.COMMANDS))"],
-                             cwd=project / "deploy", capture_output=True, text=True)
-    assert set(host) <= set(rollout.stdout.split()), rollout.stdout + rollout.stderr
+    assert re.findall(r"deploy/ship --project \S+ \S+ \S+ \S+ (\S+)$", one.stdout, re.M) == host, one.stdout
+    code = ("import sys; sys.argv = ['x']; sys.path.insert(0, 'deploy'); import ship.__main__ as m; "
+            "m.register_host_commands(m.host_targets()); print(' '.join(m.TARGETS))")
+    ran = subprocess.run([sys.executable, "-S", "-c", code], cwd=project, capture_output=True, text=True)
+    assert set(host) <= set(ran.stdout.split()), ran.stdout + ran.stderr
 
 
 def test_the_bundle_runs_as_sh_and_as_python_and_is_the_same_for_the_same_sources(baked, tmp_path):
@@ -233,7 +231,8 @@ def test_the_bundle_runs_as_sh_and_as_python_and_is_the_same_for_the_same_source
     helped = subprocess.run(["sh", first, "help"], capture_output=True, text=True, env=env)
     assert helped.returncode == 0 and "  deploy " in helped.stdout, helped.stderr
     probed = subprocess.run(["sh", first, "probe"], capture_output=True, text=True, env=env)
-    assert "python_version=" in probed.stdout and "venv=ok" in probed.stdout, probed.stdout + probed.stderr
+    facts = json.loads(probed.stdout)
+    assert facts["python_version"] and facts["venv"] == "ok" and facts["current"] is None, probed.stdout + probed.stderr
     assert not (tmp_path / "app").exists(), "the probe wrote to the host"
 
 

@@ -1,6 +1,6 @@
 """`make nginx-conf`: the nginx snippet that puts every host behind one address.
 
-deploy/rollout.py asks the hosts (their addresses, and the remote user's home for a
+The deploy program (deploy/ship/targets.py) asks the hosts (their addresses, and the remote user's home for a
 relative REMOTE_DIR) and hands the answers to this file, which only writes text: an
 http-context snippet with an upstream of every host and /static/ served from disk.
 Standard library only: it runs with the python3 that runs make.

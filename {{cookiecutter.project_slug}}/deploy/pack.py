@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -176,8 +177,8 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
     """The release minus the wheels a host's cache holds (its probe lists their sha256):
     what `make deploy` uploads. SHA256SUMS still names every file; the host fills the gaps
     from its cache and checks them all."""
-    said = dict(line.partition("=")[::2] for line in facts.read_text().splitlines())
-    cached = set(said.get("cached", "").split())
+    said = json.loads(facts.read_text())  # the host's probe, as the deploy program kept it
+    cached = set(said.get("cached", []))
     left_out = sent_wheels = 0
     with tarfile.open(tarball) as full:
         members = full.getmembers()
@@ -198,9 +199,9 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
                     sent_wheels += member.size
                 thin.addfile(member, full.extractfile(member) if member.isfile() else None)
     os.replace(tmp, out)
-    free = said.get("disk_free_kb", "")
+    free = said.get("disk_free_kb")
     need = room_needed(members, out.stat().st_size, sent_wheels)
-    if free.isdigit() and int(free) * 1024 < need:
+    if isinstance(free, int) and free * 1024 < need:
         out.unlink()
         raise PackError(f"the host has {int(free) // 1024} MiB free where the app lives; this release needs about "
                         f"{need // 2**20 + 1} MiB there (its upload, files and venv): nothing was sent. "

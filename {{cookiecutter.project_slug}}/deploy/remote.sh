@@ -17,34 +17,40 @@ die() { say "error: $*" >&2; exit 1; }
 case $APP_DIR in /*) ;; *) APP_DIR=$HOME/$APP_DIR ;; esac
 export APP_DIR PYTHON
 
-# What this host runs, for `target.py check` on the deploying machine, before any upload.
-# Any python, however old, must answer: its version is what the refusal names. Writes nothing.
+# What this host runs, as one JSON object, for the deploy program (deploy/ship) before any
+# upload. Any python, however old, must answer: its version is what the refusal names.
+# Writes nothing. PYTHON is checked by the Makefile: letters, digits and ._/+- only.
 probe() {
-    say "python=$PYTHON"
     # shellcheck disable=SC2016
-    "$PYTHON" -c 'import os, platform, sys
+    "$PYTHON" -c 'import glob, json, os, platform, subprocess, sys
 try:
     libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
 except (AttributeError, ValueError, OSError):
     libc = ""
+for loader in glob.glob("/lib/ld-musl-*.so.1"):  # musl has no confstr; its loader says its version
+    said = subprocess.Popen([loader], stderr=subprocess.PIPE).communicate()[1].decode()
+    libc = "musl " + "".join(line[8:] for line in said.splitlines() if line.startswith("Version "))
 try:
     import venv
     has_venv = "ok"
 except ImportError as exc:
     has_venv = str(exc) or "no venv module"
-print("python_version=" + platform.python_version())
-print("implementation=" + platform.python_implementation().lower())
-print("machine=" + platform.machine())
-print("libc=" + libc)
-print("executable=" + sys.executable)
-print("venv=" + has_venv)' 2>/dev/null || { say "python_version=none"; return 0; }
-    for loader in /lib/ld-musl-*.so.1; do  # musl has no confstr; its loader says its version
-        if [ -x "$loader" ]; then say "libc=musl $("$loader" 2>&1 | sed -n 's/^Version //p')"; fi
-    done
-    say "cached=$(ls "$APP_DIR/shared/wheels" 2>/dev/null | tr '\n' ' ')"  # the upload leaves these out
-    where=$APP_DIR  # its disk: the nearest folder there is
-    while [ ! -d "$where" ]; do where=$(dirname "$where"); done
-    say "disk_free_kb=$(df -Pk "$where" 2>/dev/null | awk 'NR == 2 { print $4 }')"
+app = os.environ["APP_DIR"]
+try:
+    cached = sorted(os.listdir(os.path.join(app, "shared", "wheels")))  # the upload leaves these out
+except OSError:
+    cached = []
+current = os.path.join(app, "current")
+where = app  # its disk: the nearest folder there is
+while not os.path.isdir(where):
+    where = os.path.dirname(where)
+disk = os.statvfs(where)
+print(json.dumps({"python": sys.argv[1], "python_version": platform.python_version(),
+                  "implementation": platform.python_implementation().lower(), "machine": platform.machine(),
+                  "libc": libc, "executable": sys.executable, "venv": has_venv, "cached": cached,
+                  "current": os.path.basename(os.readlink(current)) if os.path.islink(current) else None,
+                  "disk_free_kb": disk.f_bavail * disk.f_frsize // 1024}))' "$PYTHON" 2>/dev/null \
+        || say "{\"python\": \"$PYTHON\", \"python_version\": \"none\"}"
 }
 
 case ${1:-} in

@@ -7,7 +7,7 @@ A target is spelled `<python tag>-<platform tag>`, the way wheel file names spel
     any                             (a release only) every wheel is pure Python
 
 `make pack PACK_TARGET=cp312-manylinux_2_36_x86_64` names one; `make deploy` asks the
-host (remote.sh probe prints its facts) and `Target.from_facts` turns them into one.
+host (remote.sh probe prints its facts, as JSON) and `Target.from_facts` turns them into one.
 Standard library only: it runs with the python3 that runs make.
 """
 from __future__ import annotations
@@ -134,10 +134,6 @@ def local_facts() -> dict[str, str]:
             "machine": platform.machine(), "libc": libc}
 
 
-def parse_facts(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
 def wheel_needs(wheel_names: list[str], target: Target) -> str:
     """What a set of wheels needs of a host: "any" when all are pure Python, else a target
     string with the newest libc any of them needs (a host with that or newer takes them all)."""
@@ -160,24 +156,23 @@ def wheel_needs(wheel_names: list[str], target: Target) -> str:
     return str(Target(target.implementation, target.python, target.libc, newest, target.arch))
 
 
-def check_host(facts_file: str, host: str, minimum_text: str) -> int:
-    """Before any upload: print the host's target, or say in one sentence why it cannot take one."""
-    facts = parse_facts(Path(facts_file).read_text())
+def host_target(facts: dict, host: str, minimum_text: str) -> str:
+    """Before any upload: the host's target, from its probe's facts; or TargetError, one
+    sentence saying why it cannot take a release."""
     python, minimum = facts.get("python", "python3"), tuple(int(n) for n in minimum_text.split("."))
     how = "name another with HOST_PYTHON=/path/to/python3 or [deploy] python; nothing was uploaded"
     if facts.get("python_version", "none") == "none":
-        return refuse(f"{host} has no {python}: install Python {minimum_text} or newer there, or {how}")
+        raise TargetError(f"{host} has no {python}: install Python {minimum_text} or newer there, or {how}")
     if tuple(int(n) for n in facts["python_version"].split(".")[:2]) < minimum:
-        return refuse(f"{host} runs Python {facts['python_version']} ({python}), older than this project's "
-                      f"minimum {minimum_text}: install a newer Python there, or {how}")
+        raise TargetError(f"{host} runs Python {facts['python_version']} ({python}), older than this project's "
+                          f"minimum {minimum_text}: install a newer Python there, or {how}")
     if facts.get("venv", "ok") != "ok":
-        return refuse(f"on {host}, `{python} -m venv` does not work ({facts['venv']}): install the venv module "
-                      "there (Debian, Ubuntu: apt-get install python3-venv), or " + how)
+        raise TargetError(f"on {host}, `{python} -m venv` does not work ({facts['venv']}): install the venv module "
+                          "there (Debian, Ubuntu: apt-get install python3-venv), or " + how)
     try:
-        print(Target.from_facts(facts, where=host))
+        return str(Target.from_facts(facts, where=host))
     except TargetError as exc:
-        return refuse(f"{exc}; nothing was uploaded")
-    return 0
+        raise TargetError(f"{exc}; nothing was uploaded") from None
 
 
 def check_fits(needs: str, minimum_text: str = "") -> int:
@@ -207,14 +202,12 @@ def refuse(sentence: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 4 and argv[0] == "check":
-        return check_host(*argv[1:])
     if len(argv) in (2, 3) and argv[0] == "fits":
         return check_fits(*argv[1:])
     if argv == ["local"]:
         print(Target.from_facts(local_facts(), where="this machine"))
         return 0
-    print("usage: target.py check FACTS_FILE HOST MIN_PYTHON | fits TARGET [MIN_PYTHON] | local", file=sys.stderr)
+    print("usage: target.py fits TARGET [MIN_PYTHON] | local", file=sys.stderr)
     return 64
 
 

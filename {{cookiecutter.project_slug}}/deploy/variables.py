@@ -1,6 +1,6 @@
 """Check the make variables that reach ssh, scp and the host, before anything runs there.
 
-    python3 -S deploy/variables.py NAME=VALUE ...     (the Makefile's remote-vars)
+    variables.problems({NAME: VALUE, ...})     (the deploy program, deploy/ship/settings.py)
 
 Every value is checked against its type (a host name, a user name, a number, a path), and
 every problem is named at once, with the variable. A value that passed can be pasted into
@@ -8,7 +8,6 @@ a command line: it holds no character a shell or ssh reads as more than text, an
 starts with `-` (ssh would take it for an option). Standard library only.
 """
 import re
-import sys
 
 NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
 RULES = {  # variable: (pattern, what it must be)
@@ -45,15 +44,3 @@ def problems(values: dict[str, str], goal: str = "deploy") -> list[str]:
         else:
             found.append(f"{name} is not a variable this checks")
     return found
-
-
-def main(argv: list[str]) -> int:
-    values = dict(word.partition("=")[::2] for word in argv)
-    found = problems(values, values.get("GOAL") or "deploy")
-    for problem in found:
-        print(problem, file=sys.stderr)
-    return 2 if found else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -2,6 +2,7 @@
 lock, the history line and the clean-up that every command shares (Host.run)."""
 import argparse
 import errno
+import json
 import os
 import socket
 import sys
@@ -87,6 +88,8 @@ class Host:
         self.switched_from: str | None = None  # set from the switch until the new master serves
         self.smoke = None  # the smoke boot's gunicorn (a Popen) while it runs
         self.history: tuple[str, float, str] | None = None  # what, started (ms), from
+        self.steps: list[tuple[str, float]] = []  # each step's name and seconds, for the result
+        self.error = ""  # the sentence a failure said
         self.locate(settings.app_dir)
 
     def locate(self, app: Path) -> None:
@@ -117,7 +120,9 @@ class Host:
         """Run one named step and print how long it took."""
         started = now_ms()
         result = run(*args)
-        self.say(f"  {name}: {seconds(now_ms() - started)}")
+        took = now_ms() - started
+        self.steps.append((name, round(took / 1000, 3)))
+        self.say(f"  {name}: {seconds(took)}")
         return result
 
     def tail_log(self, log: Path) -> None:
@@ -176,6 +181,7 @@ class Host:
             status = cmd.run(self, args) or 0
         except Failure as failure:
             if str(failure):
+                self.error = str(failure)
                 self.say(f"error: {failure}", err=True)
             status = failure.status
         except KeyboardInterrupt:
@@ -183,7 +189,8 @@ class Host:
         except OSError as exc:  # one sentence, naming the file: a full disk, most likely
             where = f" ({exc.filename})" if exc.filename else ""
             full = " on the disk of the app's directory" if exc.errno == errno.ENOSPC else ""
-            self.say(f"error: {exc.strerror or exc}{full}{where}", err=True)
+            self.error = f"{exc.strerror or exc}{full}{where}"
+            self.say(f"error: {self.error}", err=True)
             status = 1
         finally:
             status = self.finish(status)
@@ -205,7 +212,17 @@ class Host:
             status = 130
         finally:
             self.unlock_if_held()
+            self.report(status)
         return status
+
+    def report(self, status: int) -> None:
+        """With REPORT=json (the deploy program asks so): the command's result as one JSON
+        line, after everything else it printed. `to` is the release current now."""
+        if os.environ.get("REPORT") != "json":
+            return
+        result = {"command": self.command, "status": status, "from": self.history[2] if self.history else None,
+                  "to": self.current_id(), "steps": self.steps, "error": self.error}
+        self.say("deploy-result: " + json.dumps(result))
 
     # --- the lock and the history ----------------------------------------------------------
 

@@ -1,0 +1,164 @@
+"""The make targets the deploy program runs, in one registry: name, what it does for
+several hosts ("rollout": a fleet at once, "each": host after host, "one": refused)."""
+from __future__ import annotations
+
+import base64
+import getpass
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nginx_conf  # deploy/nginx_conf.py
+from ship import fleet, local
+from ship.messages import ShipError, message
+from ship.remote import Remote, deploy_who, say
+from ship.settings import Settings
+
+SETTING = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
+BACKUP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    run: Callable[[Settings, Remote], int] | Callable[[Settings, list[str]], int]
+    several: str  # "rollout", "each" or "one"
+
+
+TARGETS: dict[str, Target] = {}
+
+
+def target(name: str, several: str = "each") -> Callable:
+    def register(run: Callable) -> Callable:
+        TARGETS[name] = Target(name, run, several)
+        return run
+    return register
+
+
+def host_command(name: str) -> Callable[[Settings, Remote], int]:
+    """A host command that is a make target of the same name (start, stop, ...)."""
+    return lambda settings, remote: remote.run(name.replace("-", "_")).status
+
+
+for _name in ("check-host",):
+    target(_name)(host_command(_name))
+target("deploy", "rollout")(fleet.deploy)
+target("copy", "rollout")(fleet.copy)
+target("rollback", "rollout")(fleet.rollback)
+
+
+@target("exec")
+def run_exec(settings: Settings, remote: Remote) -> int:
+    command = settings["EXEC_CMD"]
+    if not command:
+        raise ShipError(message("no_cmd"))
+    return remote.run("exec", base64.b64encode(command.encode()).decode()).status
+
+
+@target("shell", "one")
+def run_shell(settings: Settings, remote: Remote) -> int:
+    return remote.attached("shell", tty=True)
+
+
+def checked_setting(settings: Settings, example: str, more: str = "") -> str:
+    if not SETTING.fullmatch(settings["SETTING"]):
+        raise ShipError(message("bad_setting", example=example, setting=settings["SETTING"], more=more))
+    return settings["SETTING"]
+
+
+@target("config-set", "one")
+def config_set(settings: Settings, remote: Remote) -> int:
+    setting = checked_setting(settings, "app.secret_key", "; the value is read from stdin")
+    if sys.stdin.isatty():  # getpass puts echo back on, also after Ctrl-C
+        value = getpass.getpass(f"value for {setting} (not shown): ", stream=sys.stderr)
+    else:
+        value = sys.stdin.readline()
+        if not value:
+            raise ShipError(message("no_value", setting=setting))
+        value = value.removesuffix("\n")
+    return remote.attached("config_set", setting, given=(value + "\n").encode())
+
+
+@target("config-unset", "one")
+def config_unset(settings: Settings, remote: Remote) -> int:
+    return remote.run("config_unset", checked_setting(settings, "app.message")).status
+
+
+@target("config-show")
+def config_show(settings: Settings, remote: Remote) -> int:
+    return remote.run("config_show").status
+
+
+@target("db-backup", "one")
+def db_backup(settings: Settings, remote: Remote) -> int:
+    return remote.run("db_backup").status
+
+
+@target("db-restore", "one")
+def db_restore(settings: Settings, remote: Remote) -> int:
+    backup = settings["BACKUP"]
+    if not BACKUP.fullmatch(backup):
+        raise ShipError(message("bad_backup", backup=backup))
+    if settings["CONFIRM"] != "1":
+        raise ShipError(message("restore_confirm", backup=backup))
+    return remote.run("db_restore", backup).status
+
+
+@target("host-target", "one")
+def host_target(settings: Settings, remote: Remote) -> int:
+    """The host's target, for `make pack REMOTE_HOST=h`."""
+    with remote:
+        print(local.reach(remote, settings.project.min_python)["target"])
+    return 0
+
+
+@target("host-deploy", "one")
+def host_deploy(settings: Settings, remote: Remote) -> int:
+    """Deploy the tarball RELEASE as it is (tests use it: a release for another target)."""
+    with remote:
+        local.reach(remote, settings.project.min_python)
+        return local.send_release(settings, remote, Path(settings["RELEASE"]), "deploy").status
+
+
+@target("nginx-conf", "rollout")
+def write_nginx_conf(settings: Settings, names: list[str]) -> int:
+    """Ask every host its address (ssh -G: no connection) and, for a relative REMOTE_DIR
+    without STATIC_ROOT, the first host its home; then write build/nginx/<name>.conf."""
+    s = settings
+    if not nginx_conf.LISTEN.fullmatch(s["NGINX_PORT"]):
+        raise ShipError(message("bad_nginx_port", port=s["NGINX_PORT"]))
+    who = deploy_who()
+    addresses = []
+    for name in names:
+        remote = Remote(s, name, who)
+        said = subprocess.run(["ssh", *remote.options(), "-G", "--", remote.target], capture_output=True, text=True,
+                              check=False)
+        found = [line.split(" ", 1)[1] for line in said.stdout.splitlines() if line.startswith("hostname ")]
+        if said.returncode != 0 or not found:
+            raise ShipError(message("no_address", host=name, why=said.stderr.strip()), 1)
+        addresses.append(found[0])
+    home = ""
+    if not s["STATIC_ROOT"] and not s["REMOTE_DIR"].startswith("/"):
+        remote = Remote(s, names[0], who)
+        said = subprocess.run(remote.ssh("cd && pwd -P"), capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              check=False)
+        home = said.stdout.strip().splitlines()[-1] if said.returncode == 0 and said.stdout.strip() else ""
+        if not home.startswith("/"):
+            raise ShipError(message("no_home", dir=s["REMOTE_DIR"], host=names[0],
+                                    why=(said.stdout + said.stderr).strip()), 1)
+    static = nginx_conf.static_root(s["STATIC_ROOT"], s["REMOTE_DIR"], home)
+    out = Path("build/nginx") / f"{s.project.name}.conf"
+    nginx_conf.write(out, nginx_conf.render(s.project.name, addresses, s["PORT"], s["NGINX_PORT"], static, 3, "10s"))
+    servers = [nginx_conf.server(a) for a in addresses]
+    say(f"wrote {out}: upstream {', '.join(server + ':' + s['PORT'] for server in servers)}, "
+        f"listen {s['NGINX_PORT']}, /static/ from {static}")
+    return 0
+
+
+def register_host_commands(names: list[str]) -> None:
+    """The host program's registry's targets (start, stop, ...): each is run there as it is."""
+    for name in names:
+        target(name)(host_command(name))

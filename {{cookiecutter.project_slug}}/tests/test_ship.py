@@ -1,0 +1,151 @@
+"""The deploy program's pure parts (deploy/ship/): its ssh and scp commands, tested as
+strings; settings read once; batches and the result table. Real deploys: the template's
+tests (real sshd, namespace hosts, booted servers)."""
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).parents[1]
+sys.path.insert(0, str(PROJECT / "deploy"))
+
+import nginx_conf
+from ship import fleet
+from ship.messages import MESSAGES, ShipError
+from ship.remote import Remote
+from ship.settings import Project, parse_hosts, read
+
+APP = Project("app", "0.2.0", "{{ cookiecutter.package_name }}", "{{ cookiecutter.python_version }}")
+
+
+@pytest.fixture()
+def settings(monkeypatch):
+    monkeypatch.chdir(PROJECT)  # config/ and src/ are relative, as under make
+    monkeypatch.delenv("{{ cookiecutter.package_name | upper }}_LOCAL_CONFIG", raising=False)
+
+    def given(**variables):
+        return read(APP, {"REMOTE_HOST": "web1", **variables}, "deploy")
+    return given
+
+
+def test_the_ini_fills_in_what_make_was_not_given(settings):
+    s = settings()
+    assert s["APP_ENV"] == "prod" and s["REMOTE_HOST"] == "web1" and s["LINES"] == "100"
+    assert s["REMOTE_DIR"] == "apps/{{ cookiecutter.project_slug }}" and s["KEEP_RELEASES"] == "5"
+    assert s["LOG_MAX_KB"] == "51200" and s["SSH_PORT"] == "" and s["PORT"].isdigit()
+    assert settings(PORT="9001", KEEP_RELEASES="2")["PORT"] == "9001"
+
+
+@pytest.mark.parametrize("variables, words", [
+    ({"REMOTE_HOST": "-oProxyCommand=x"}, "REMOTE_HOST must be"),
+    ({"REMOTE_HOST": "x;touch /tmp/p"}, "REMOTE_HOST must be"),
+    ({"PORT": "80 -o x"}, "PORT must be a number"),
+    ({"LINES": "1;reboot"}, "LINES must be a number"),
+    ({"APP_ENV": "../etc"}, "APP_ENV must be"),
+    ({"REMOTE_HOSTS": "web1 web1"}, "web1 more than once"),
+    ({"REMOTE_HOSTS": "web1 we;b2"}, "REMOTE_HOST must be"),
+])
+def test_bad_variables_are_refused_by_name(settings, variables, words):
+    with pytest.raises(ShipError) as refused:
+        settings(**variables)
+    assert words in str(refused.value) and refused.value.status == 2
+
+
+def test_parse_hosts():
+    assert parse_hosts("web1, web2 web3") == ["web1", "web2", "web3"] and parse_hosts("") == []
+
+
+def remote(settings, **variables):
+    return Remote(settings(**variables), "web1", "me@laptop")
+
+
+def test_ssh_keeps_host_key_checking_and_ends_options_before_the_host(settings):
+    argv = remote(settings, SSH_PORT="2222", SSH_OPTS="-i key -o UserKnownHostsFile=kh", REMOTE_USER="deploy").ssh("true")
+    assert argv[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    assert argv[argv.index("-p") + 1] == "2222" and "StrictHostKeyChecking=no" not in argv
+    assert argv[-3:] == ["--", "deploy@web1", "true"] and argv[argv.index("-i") + 1] == "key"
+
+
+def test_scp_names_the_upload_in_incoming(settings):
+    argv = remote(settings, SSH_PORT="2222").scp(Path("build/r.tar.gz"), "r-1.tar.gz")
+    assert argv[:2] == ["scp", "-q"] and argv[argv.index("-P") + 1] == "2222"
+    assert argv[-3:] == ["--", "build/r.tar.gz", "web1:apps/{{ cookiecutter.project_slug }}/.incoming/r-1.tar.gz"]
+
+
+def test_the_shared_connection_lives_in_a_private_directory(settings):
+    with remote(settings) as r:
+        path = next(o for o in r.options() if o.startswith("ControlPath="))
+        folder = Path(path.removeprefix("ControlPath=")).parent
+        assert folder.is_dir() and os.stat(folder).st_mode & 0o777 == 0o700
+    assert not folder.exists() and not any(o.startswith("ControlPath=") for o in r.options())
+
+
+def test_the_host_line_runs_the_hosts_copy_only_when_it_is_ours(settings):
+    r = remote(settings)
+    line = r.line("status", (), send=False, report=False, sha="ab12")
+    assert line.startswith('{ [ "$(sha256sum <apps/{{ cookiecutter.project_slug }}/remote.sh 2>/dev/null)" = \'ab12  -\' ] || exit 86; }')
+    assert line.endswith("exec sh apps/{{ cookiecutter.project_slug }}/remote.sh status")
+    sent = r.line("status", (), send=True, report=True, sha="ab12")
+    assert "cat >apps/{{ cookiecutter.project_slug }}/.remote.sh.$$ && mv -f" in sent and "sha256sum" not in sent
+    assert " REPORT=json " in sent
+
+
+def test_values_reach_the_host_as_data(settings):
+    """A value the checks let through still goes quoted, word by word."""
+    line = remote(settings).line("exec", ("a b'c",), send=False, report=False, sha="0")
+    words = shlex.split(line.split(" && ", 1)[1])
+    assert words[-2:] == ["exec", "a b'c"] and "APP_ENV=prod" in words and "DEPLOY_WHO=me@laptop" in words
+    assert "SKIP_RELEASE_COMMAND=1" in remote(settings).line("deploy", (), False, False, "0", {"SKIP_RELEASE_COMMAND": "1"})
+
+
+def test_batches_and_the_first_host_alone_with_a_release_command():
+    hosts = list("abcde")
+    assert fleet.groups(hosts, 2, False) == [["a", "b"], ["c", "d"], ["e"]]
+    assert fleet.groups(hosts, 2, True) == [["a"], ["b", "c"], ["d", "e"]]
+    assert fleet.groups(hosts, 9, True) == [["a"], ["b", "c", "d", "e"]]
+
+
+def test_summary_table_columns():
+    h = fleet.Host("web1", None, target="cp312-manylinux_2_39_x86_64", old="0.1", new="0.2", result="deployed",
+                   seconds=2.04)
+    lines = fleet.table([h, fleet.Host("web22", None)], "old release", "new release").splitlines()
+    assert lines[0].split() == ["host", "target", "old", "release", "new", "release", "result", "time"]
+    assert lines[1].split() == ["web1", "cp312-manylinux_2_39_x86_64", "0.1", "0.2", "deployed", "2.0s"]
+    assert lines[2].split() == ["web22", "-", "?", "?", "not", "reached", "-"]
+
+
+def test_every_message_is_a_sentence_with_its_words_named():
+    for key, text in MESSAGES.items():
+        assert text and not text[0].isspace() and not text.endswith((".", " ")), key
+
+
+# --- nginx_conf ---------------------------------------------------------------------------
+
+
+def test_nginx_conf_has_every_host_and_the_static_root():
+    text = nginx_conf.render("my-app", ["10.0.0.1", "fe80::1", "web3"], "8000", "80", "/srv/app/current/static/")
+    assert "upstream my_app {" in text and "proxy_pass http://my_app;" in text
+    servers = re.findall(r"^    server (\S+) max_fails=3 fail_timeout=10s;$", text, re.MULTILINE)
+    assert servers == ["10.0.0.1:8000", "[fe80::1]:8000", "web3:8000"]
+    assert "    listen 80;" in text and "        alias /srv/app/current/static/;" in text
+    assert "proxy_set_header Host $host;" in text
+
+
+@pytest.mark.parametrize("given, remote_dir, home, expected", [
+    ("", "/srv/app", "", "/srv/app/current/static/"),
+    ("", "apps/app/", "/home/deploy/", "/home/deploy/apps/app/current/static/"),
+    ("/var/www/static", "apps/app", "", "/var/www/static/"),
+])
+def test_nginx_static_root(given, remote_dir, home, expected):
+    assert nginx_conf.static_root(given, remote_dir, home) == expected
+
+
+@pytest.mark.parametrize("listen, ok", [("80", True), ("127.0.0.1:8080", True), ("[::1]:80", True),
+                                        ("eighty", False), ("80; evil", False)])
+def test_nginx_listen(listen, ok):
+    assert bool(nginx_conf.LISTEN.fullmatch(listen)) == ok
+
+
