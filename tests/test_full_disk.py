@@ -50,6 +50,10 @@ def test_on_a_full_disk_the_commands_answer_and_a_deploy_stops_with_one_sentence
     assert "disk: 0 MiB free in " in report.stdout, report.stdout
     assert f"error: the disk of {app.dir} is nearly full (0 MiB free)" in report.stderr, report.stderr
 
+    planned = app.make("plan", check=False)  # the plan says so first, and writes nothing either
+    assert planned.returncode != 0 and "refused: the host has 0 MiB free where the app lives" in planned.stdout, \
+        planned.stdout + planned.stderr
+
     refused = app.make("deploy", check=False)
     assert refused.returncode != 0
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]

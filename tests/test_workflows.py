@@ -233,17 +233,17 @@ def test_deploy_reads_secrets_and_inputs_only_through_env(baked):
 
 
 def test_workflows_call_only_make_targets_the_project_has(baked):
-    """`make plan` waits in a comment until the Makefile has it."""
+    """`make plan` first, into the job summary, then `make deploy`."""
     project, _ = baked
     makefile = (project / "Makefile").read_text(encoding="utf-8")
     targets = {name for line in re.findall(r"^([a-z][a-z0-9 -]*):(?!=)", makefile, re.MULTILINE)
                for name in line.split()}
     called = {name: re.findall(r"\bmake\s+([a-z][a-z0-9-]*)", "\n".join(run_scripts(load(project, name))))
               for name in WORKFLOWS}
-    assert called == {"ci.yml": ["test"], "deploy.yml": ["deploy"]}
-    assert {"test", "deploy"} <= targets
-    text = workflow_path(project, "deploy.yml").read_text(encoding="utf-8")
-    assert "#   run: make plan" in text and "GITHUB_STEP_SUMMARY" in text  # the place marked for it
+    assert called == {"ci.yml": ["test"], "deploy.yml": ["plan", "deploy"]}
+    assert {"test", "plan", "deploy"} <= targets
+    (plan,) = [s["run"] for s in steps(load(project, "deploy.yml")) if s.get("name") == "make plan"]
+    assert 'GITHUB_STEP_SUMMARY' in plan and plan.rstrip().endswith('exit "$status"')  # a refused plan stops the job
 
 
 def key_step(project: Path) -> dict:

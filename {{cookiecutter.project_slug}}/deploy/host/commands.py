@@ -446,3 +446,6 @@ def cmd_check_host(host: Host, args) -> int:
     if free < NEARLY_FULL_MIB:
         raise Failure(f"the disk of {host.app} is nearly full ({free} MiB free): a deploy needs room for a release")
     return 0
+
+
+from host import plan  # noqa: F401 (registers make plan's command, in a module of its own)

@@ -113,6 +113,9 @@ class Fleet:
 
 def deploy(settings: Settings, names: list[str]) -> int:
     s = settings
+    if s["DRY_RUN"] == "1":
+        from ship.plan import plan
+        return plan(s, names)
     if len(names) > 1 and s.setting("database", "url").startswith("sqlite"):
         raise ShipError(message("sqlite_hosts", env=s.env))
     with Fleet(settings, names) as fleet:

@@ -50,9 +50,15 @@ def reach(remote: Remote, minimum: str) -> dict:
 
 
 def make(settings: Settings, *args: str, quiet: bool = False) -> int:
+    """`make ARGS` here; quiet: its output is shown only when it fails."""
     command = [settings.project.make, "-s", "--no-print-directory", *args]
-    out = subprocess.DEVNULL if quiet else None
-    return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, check=False).returncode
+    if not quiet:
+        return subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        say(done.stdout.rstrip(), err=True)
+        say(done.stderr.rstrip(), err=True)
+    return done.returncode
 
 
 def pack(settings: Settings, wanted: list[str]) -> dict[str, Path]:

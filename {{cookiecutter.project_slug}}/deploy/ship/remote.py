@@ -33,6 +33,12 @@ HOST_VARIABLES = {"APP_ENV": "APP_ENV", "PORT": "PORT", "KEEP_RELEASES": "KEEP_R
                   "FOLLOW": "FOLLOW", "SKIP_RELEASE_COMMAND": "SKIP_RELEASE_COMMAND", "CONFIRM": "CONFIRM"}
 
 
+# Runs the bundle read from stdin as a zip application, from memory.
+IN_MEMORY = ("import os, runpy, sys; fd = os.memfd_create('remote.sh'); data = sys.stdin.buffer.read(); "
+             "os.write(fd, data); path = '/proc/self/fd/%d' % fd; sys.argv = [path] + sys.argv[1:]; "
+             "runpy.run_path(path, run_name='__main__')")
+
+
 @dataclass
 class Answer:
     """What one host command did: its exit status and, with report=True, its result record."""
@@ -135,6 +141,22 @@ class Remote:
             else:
                 say(f"{self.prefix}{text.rstrip()}" if self.prefix else text.rstrip())
         return Answer(proc.wait(), result, "".join(kept))
+
+    # --- asking without writing (make plan) ------------------------------------------------
+
+    def probe_readonly(self) -> Answer:
+        """The probe, from the bootstrap that we send on stdin (sh -s): nothing written there."""
+        line = f"{self.host_env(False)} exec sh -s probe"
+        with open(Path(__file__).resolve().parent.parent / "remote.sh", "rb") as bootstrap:
+            return self._run(self.ssh(line), False, True, bootstrap)
+
+    def run_in_memory(self, command: str) -> Answer:
+        """A host command that writes nothing, run from our bundle on stdin, held in a memfd
+        (Linux): the host's own copy, whatever it is, stays as it is."""
+        python = self.settings["HOST_PYTHON"] or "python3"
+        line = f"{self.host_env(False)} exec {shlex.quote(python)} -S -c {shlex.quote(IN_MEMORY)} {shlex.quote(command)}"
+        with open(self.settings.project.bundle, "rb") as bundle:
+            return self._run(self.ssh(line), False, True, bundle)
 
     def upload(self, tarball: Path, name: str) -> None:
         if subprocess.run(self.scp(tarball, name), stdin=subprocess.DEVNULL, check=False).returncode != 0:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nginx_conf  # deploy/nginx_conf.py
-from ship import fleet, local
+from ship import fleet, local, plan
 from ship.messages import ShipError, message
 from ship.remote import Remote, deploy_who, say
 from ship.settings import Settings
@@ -46,6 +46,7 @@ def host_command(name: str) -> Callable[[Settings, Remote], int]:
 for _name in ("check-host",):
     target(_name)(host_command(_name))
 target("deploy", "rollout")(fleet.deploy)
+target("plan", "rollout")(plan.plan)
 target("copy", "rollout")(fleet.copy)
 target("rollback", "rollout")(fleet.rollback)
 

@@ -1,0 +1,51 @@
+"""`make plan`: what a deploy would find on this host, as JSON, and nothing written.
+
+The deploy program runs this from memory (the bundle on stdin, in a memfd: no file on the
+host), so a host whose copy of the host program is older still answers, unchanged."""
+import json
+import os
+import sys
+from pathlib import Path
+
+from host.cli import command
+from host.context import Failure, Host, Settings
+from host.releases import holder_alive, lock_info
+
+# A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
+DEPLOY_STEPS = ("lock", "install", "smoke_boot", "release_command", "smoke_paths", "switch", "handover", "prune")
+
+
+def release_wheels(release: Path) -> dict[str, str]:
+    """{wheel file name: sha256} of a release, from its SHA256SUMS; {} when unreadable."""
+    try:
+        lines = (release / "SHA256SUMS").read_text().splitlines()
+    except OSError:
+        return {}
+    found = {}
+    for line in lines:
+        digest, _, name = line.partition("  ")
+        if name.startswith("wheels/") and name.endswith(".whl"):
+            found[name.removeprefix("wheels/")] = digest
+    return found
+
+
+def facts(host: Host) -> dict:
+    """Only reads: the current release and its wheels, and the deploy lock."""
+    current = host.current_id()
+    held = lock_info(host.lock) if host.lock.is_dir() else None
+    return {
+        "current": current,
+        "wheels": release_wheels(host.releases / current) if current else {},
+        "lock": None if held is None else {**held, "alive": holder_alive(held)},
+    }
+
+
+@command("plan", "what a deploy would find here, as JSON; writes nothing (make plan)", context=False)
+def cmd_plan(args) -> int:
+    try:
+        host = Host(Settings.from_environment(dict(os.environ)), "plan")  # paths only: nothing is made
+    except Failure as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.status
+    print(json.dumps(facts(host)))
+    return 0
