@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -62,8 +61,10 @@ def notes(app) -> list[str]:
 
 
 def add_note(app, text: str) -> None:
-    data = urllib.parse.urlencode({"text": text}).encode()
-    with urllib.request.urlopen(f"http://127.0.0.1:{app.port}/notes", data=data, timeout=10) as response:
+    """As an API client posts: JSON needs no CSRF token (a form post does: the app's own tests)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{app.port}/notes", data=json.dumps({"text": text}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 201
 
 

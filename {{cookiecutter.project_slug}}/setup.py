@@ -41,6 +41,8 @@ setup(
         "gunicorn>=27,<28",
         "Flask-SQLAlchemy>=3.1,<4",
         "Flask-Migrate>=4.1,<5",
+        "Flask-WTF>=1.3,<2",
+        "WTForms>=3.3,<4",
         "SQLAlchemy>=2.0,<2.1",
 {%- if cookiecutter.database == "postgresql" %}
         "psycopg[binary]>=3.2,<4",

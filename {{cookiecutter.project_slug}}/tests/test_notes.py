@@ -1,6 +1,8 @@
 """The database, for real ({{ 'PostgreSQL, on a server the tests start' if cookiecutter.database == 'postgresql' else 'SQLite, a file in a temporary directory' }}): the
 migrations make exactly the tables the models describe, and /notes reads and writes them."""
+import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,12 @@ require_postgresql()  # without PostgreSQL: one line saying what to install
 {%- endif %}
 
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+def post_form(client, data: dict):
+    """A browser's form post: the CSRF token comes from the home page's form, as a browser gets it."""
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', client.get("/").get_data(as_text=True))[1]
+    return client.post("/notes", data={**data, "csrf_token": token})
 
 
 @pytest.fixture()
@@ -53,8 +61,8 @@ def test_migrations_go_down_and_up_again(app):
 
 def test_notes_are_written_and_read_back(app):
     client = app.test_client()
-    assert client.get("/notes").get_json() == {"notes": []}
-    first = client.post("/notes", data={"text": "from a form"})
+    assert client.get("/notes").get_json() == {"notes": [], "next": None}
+    first = post_form(client, {"text": "from a form"})
     second = client.post("/notes", json={"text": "  from JSON  "})
     assert (first.status_code, second.status_code) == (201, 201)
     notes = client.get("/notes").get_json()["notes"]
@@ -70,14 +78,93 @@ def test_notes_are_written_and_read_back(app):
                          ids=["missing", "blank", "not-text", "not-an-object", "too-long"])
 def test_a_bad_note_is_refused_and_nothing_is_written(app, body):
     client = app.test_client()
-    response = client.post("/notes", **body)
+    response = post_form(client, body["data"]) if "data" in body else client.post("/notes", **body)
     assert response.status_code == 400
     assert "text" in response.get_json()["error"]
-    assert client.get("/notes").get_json() == {"notes": []}
+    assert client.get("/notes").get_json() == {"notes": [], "next": None}
+
+
+@pytest.mark.parametrize("post", [
+    {"data": {"text": "no token"}},
+    {"data": {"text": "a forged token", "csrf_token": "IjEyMyI.forged"}},
+    {"data": '{"text": "JSON as text/plain, as a cross-site form can send"}', "content_type": "text/plain"},
+], ids=["no-token", "forged-token", "json-as-text-plain"])
+def test_a_post_without_the_forms_csrf_token_is_refused(app, post):
+    """What another site can make a visitor's browser send, without a CORS preflight."""
+    client = app.test_client()
+    client.get("/")  # the visitor has a session, as a logged-in one would
+    response = client.post("/notes", **post)
+    assert response.status_code == 400
+    assert "CSRF token is missing or wrong" in response.get_json()["error"]
+    assert client.get("/notes").get_json()["notes"] == []
+
+
+def test_a_token_from_another_session_is_refused(app):
+    token = re.search(r'value="([^"]+)"', app.test_client().get("/").get_data(as_text=True))[1]
+    victim = app.test_client()
+    victim.get("/")
+    assert victim.post("/notes", data={"text": "x", "csrf_token": token}).status_code == 400
+
+
+class CountedBody(io.RawIOBase):
+    """SIZE bytes of JSON-ish filler, counting what the app reads of it."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.read_so_far = size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.size - self.read_so_far)
+        buffer[:n] = b" " * n
+        self.read_so_far += n
+        return n
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "chunked"])
+def test_a_50_mib_body_gets_413_unread_and_writes_nothing(app, announced):
+    client, body = app.test_client(), CountedBody(50 * 1024 * 1024)
+    # what gunicorn hands the app: the socket's stream, its length announced or chunked
+    stream = {"CONTENT_LENGTH": str(body.size)} if announced else {
+        "HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input_terminated": True}
+    response = client.post("/notes", content_type="application/json",
+                           environ_overrides={"wsgi.input": body, **stream})
+    # Chunked, Werkzeug reads up to the limit and stops there, unable to tell a body that ends
+    # at the limit from a longer one: the JSON is cut short, so refused, as a bad one (400).
+    assert response.status_code == (413 if announced else 400)
+    assert body.read_so_far == (0 if announced else app.config["MAX_CONTENT_LENGTH"]), body.read_so_far
+    assert client.get("/notes").get_json()["notes"] == []
+
+
+def test_notes_come_in_pages_with_a_link_to_the_next(app):
+    client = app.test_client()
+    ids = [client.post("/notes", json={"text": f"note {n}"}).get_json()["id"] for n in range(5)]
+    seen, url = [], "/notes?limit=2"
+    while url:
+        page = client.get(url).get_json()
+        assert len(page["notes"]) <= 2
+        seen += [note["id"] for note in page["notes"]]
+        url = page["next"]
+    assert seen == ids
+    assert len(client.get("/notes").get_json()["notes"]) == 5  # the default page holds them all
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=100000", "limit=x", "after=-1", "after=x"])
+def test_a_bad_page_request_says_what_is_wrong(app, query):
+    response = app.test_client().get(f"/notes?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in response.get_json()["error"]
+
+
+def test_the_home_page_form_posts_to_notes_with_its_token(app):
+    page = app.test_client().get("/").get_data(as_text=True)
+    assert re.search(r'<form method="post" action="/notes">', page)
+    assert re.search(r'name="csrf_token" type="hidden" value="[^"]+"', page)
 
 
 def test_notes_outlive_the_app(app):
-    app.test_client().post("/notes", data={"text": "kept"})
+    post_form(app.test_client(), {"text": "kept"})
     with app.app_context():
         db.engine.dispose()
     again = create_app("test")  # what a new release's workers do

@@ -54,6 +54,7 @@ def create_app(env: str | Mapping[str, Any] | None = None, settings: Mapping[str
         DEBUG=config["app"]["debug"],
         SECRET_KEY=config["app"]["secret_key"],
         MESSAGE=config["app"]["message"],
+        MAX_CONTENT_LENGTH=config["app"]["max_content_length"] * 1024,  # a bigger body: 413, unread
         RELEASE_ID=release_id(),
         VERSION=__version__,
         PROJECT_NAME={{ cookiecutter.project_name | pystr }},

@@ -163,7 +163,8 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
-    "app": {"debug": _bool, "secret_key": _str, "log_level": _choice(LOG_LEVELS), "message": _str},
+    "app": {"debug": _bool, "secret_key": _str, "log_level": _choice(LOG_LEVELS), "message": _str,
+            "max_content_length": _size_kib},
     "server": {
         "host": _str,
         "port": _int(1, 65535),
