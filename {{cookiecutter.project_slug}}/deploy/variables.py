@@ -19,7 +19,7 @@ RULES = {  # variable: (pattern, what it must be)
     "HOST_PYTHON": (r"[A-Za-z0-9._/+-]*", "a command or path of letters, digits and ._/+-"),
     "CONFIRM": (r"1?", "1 or nothing"),
 }
-NUMBERS = ("PORT", "KEEP_RELEASES", "LOG_MAX_KB", "LOG_KEEP", "SSH_PORT", "LINES")
+NUMBERS = ("PORT", "KEEP_RELEASES", "LOG_MAX_KB", "LOG_KEEP", "SSH_PORT", "LINES", "MEMORY_MAX_KB", "TASKS_MAX")
 OPTIONAL = ("REMOTE_USER", "SSH_PORT", "HOST_PYTHON", "CONFIRM")
 
 

@@ -369,9 +369,9 @@ def test_two_takers_of_a_stale_lock_cannot_both_win(tmp_path):
 # --- systemd units, as text -------------------------------------------------------------------
 
 
-def units(kind="system", app_dir="/srv/app"):
+def units(kind="system", app_dir="/srv/app", **more):
     return systemd.Units("my-app", "prod", app_dir, "my-app-prod-1a2b3c4d", kind, "my-app", "8000", "python3",
-                      "51200", "5")
+                         "51200", "5", **{"memory_max_kb": "1048576", "tasks_max": "512", "systemd_version": 252, **more})
 
 
 def test_the_system_unit_follows_the_pidfile_and_runs_sandboxed_as_the_apps_account():
@@ -379,17 +379,20 @@ def test_the_system_unit_follows_the_pidfile_and_runs_sandboxed_as_the_apps_acco
 # Written by my-app's deploy/remote.sh for /srv/app; every deploy rewrites it.
 [Unit]
 Description=my-app (prod) from /srv/app
-After=network.target
+After=network-online.target
+Wants=network-online.target
+StartLimitIntervalSec=0
 
 [Service]
 Type=forking
 PIDFile=/srv/app/shared/run/gunicorn.pid
 ExecStart=/bin/sh /srv/app/remote.sh exec_master
 Restart=always
-RestartSec=1
+RestartSec=2
 TimeoutStartSec=60
 TimeoutStopSec=35
 Environment=APP_DIR=/srv/app APP_ENV=prod PORT=8000 PYTHON=python3 LOG_MAX_KB=51200 LOG_KEEP=5
+UMask=0077
 User=my-app
 Group=my-app
 NoNewPrivileges=yes
@@ -397,20 +400,72 @@ PrivateTmp=yes
 ProtectSystem=strict
 ReadWritePaths=/srv/app/shared
 ProtectHome=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+CapabilityBoundingSet=
+AmbientCapabilities=
+RemoveIPC=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallErrorNumber=EPERM
+MemoryMax=1048576K
+TasksMax=512
 
 [Install]
 WantedBy=multi-user.target
 """
 
 
-def test_a_user_unit_starts_with_the_user_manager_and_has_no_account_lines():
+def test_a_user_unit_gets_what_a_user_manager_allows():
+    """No account, no namespaces (a user manager would need a user namespace for them, which
+    some hosts refuse: the unit would not start); the seccomp filters and the limits, yes."""
     text = units("user", "/home/deploy/apps/my-app").service()
     assert text.endswith("[Install]\nWantedBy=default.target\n")
-    assert "User=" not in text and "ProtectSystem" not in text
+    for absent in ("User=", "ProtectSystem", "PrivateTmp", "PrivateDevices", "ProtectKernel", "ProtectProc",
+                   "CapabilityBoundingSet", "network-online"):
+        assert absent not in text, absent
+    for present in ("UMask=0077", "NoNewPrivileges=yes", "KeyringMode=private", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+                    "RestrictNamespaces=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes",
+                    "SystemCallFilter=@system-service", "MemoryMax=1048576K", "TasksMax=512",
+                    "StartLimitIntervalSec=0", "After=network.target"):
+        assert f"\n{present}\n" in text, present
 
 
 def test_under_home_the_system_unit_reads_home_only():
     assert "ProtectHome=read-only" in units("system", "/home/deploy/apps/my-app").service()
+
+
+def test_from_systemd_254_on_restarts_back_off():
+    assert "RestartSteps" not in units(systemd_version=252).service()
+    assert "RestartSec=2\nRestartSteps=5\nRestartMaxDelaySec=30\n" in units(systemd_version=257).service()
+
+
+def test_without_limits_set_the_unit_has_none():
+    text = units(memory_max_kb="", tasks_max="").service()
+    assert "MemoryMax" not in text and "TasksMax" not in text
+
+
+def test_the_limits_come_from_the_make_variables():
+    settings = context.Settings.from_environment({"APP_DIR": "/srv/app", "MEMORY_MAX_KB": "2048", "TASKS_MAX": "64"})
+    assert (settings.memory_max_kb, settings.tasks_max) == (2048, 64)
+    assert context.Settings.from_environment({"APP_DIR": "/srv/app"}).memory_max_kb is None
+
+
+def test_the_systemd_version_is_read_off_systemctls_first_line():
+    assert systemd.parse_version("systemd 257 (257.9-1~deb13u1)\n+PAM +AUDIT\n") == 257
+    assert systemd.parse_version("systemd 252 (252.30-1~deb12u2)") == 252
+    assert systemd.parse_version("") == systemd.parse_version("nonsense 1") == 0
 
 
 def test_the_rotation_timer_runs_every_five_minutes_and_its_service_rotates():

@@ -43,6 +43,8 @@ class Settings:
     boot_timeout: int = 60
     log_max_kb: int = 51200
     log_keep: int = 5
+    memory_max_kb: int | None = None  # the unit's MemoryMax and TasksMax ([deploy] memory_max, tasks_max)
+    tasks_max: int | None = None
     who: str = "unknown"
     host_name: str = field(default_factory=socket.gethostname)
     lines: int = 100
@@ -64,6 +66,7 @@ class Settings:
             python=environ.get("PYTHON") or "python3",
             stop_timeout=number(environ, "STOP_TIMEOUT", 30), boot_timeout=number(environ, "BOOT_TIMEOUT", 60),
             log_max_kb=number(environ, "LOG_MAX_KB", 51200), log_keep=number(environ, "LOG_KEEP", 5),
+            memory_max_kb=number(environ, "MEMORY_MAX_KB", None), tasks_max=number(environ, "TASKS_MAX", None),
             who=environ.get("DEPLOY_WHO") or "unknown", host_name=environ.get("REMOTE_HOST") or socket.gethostname(),
             lines=number(environ, "LINES", 100), follow=bool(environ.get("FOLLOW")),
             confirm=environ.get("CONFIRM") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")))

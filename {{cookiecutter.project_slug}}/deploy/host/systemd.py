@@ -5,7 +5,7 @@ import os
 import pwd
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from host import DIST
@@ -81,16 +81,41 @@ class Units:
     log_keep: str
     boot_timeout: int = 60
     stop_timeout: int = 30
+    memory_max_kb: str = ""  # [deploy] memory_max; empty: no limit
+    tasks_max: str = ""  # [deploy] tasks_max; empty: systemd's default
+    systemd_version: int = 0  # the host's (RestartSteps= needs 254)
 
     def common(self) -> list[str]:
-        """Who runs it, where, and the sandbox: what every unit of this app shares."""
+        """Who runs it, where, and the sandbox: what every unit of this app shares.
+
+        Both kinds: what needs no privilege (seccomp filters, which NoNewPrivileges allows an
+        unprivileged manager to set), and the limits (a user manager has the memory and pids
+        controllers delegated). A system unit adds its own account and the namespaces: a
+        read-only system, no devices, no kernel knobs, no capabilities. A user manager could
+        set those up only in a user namespace of its own, which some hosts refuse (Ubuntu's
+        AppArmor restriction, a sysctl): there the unit would not start at all."""
         environment = (f"APP_DIR={self.app_dir} APP_ENV={self.env} PORT={self.port} PYTHON={self.python} "
                        f"LOG_MAX_KB={self.log_max_kb} LOG_KEEP={self.log_keep}")
-        lines = [f"Environment={environment}"]
+        lines = [f"Environment={environment}", "UMask=0077"]
         if self.kind == "system":
             home = "read-only" if self.app_dir.startswith(("/home/", "/root/")) else "yes"
             lines += [f"User={self.app_user}", f"Group={self.app_user}", "NoNewPrivileges=yes", "PrivateTmp=yes",
-                      "ProtectSystem=strict", f"ReadWritePaths={self.app_dir}/shared", f"ProtectHome={home}"]
+                      "ProtectSystem=strict", f"ReadWritePaths={self.app_dir}/shared", f"ProtectHome={home}",
+                      "PrivateDevices=yes", "ProtectKernelTunables=yes", "ProtectKernelModules=yes",
+                      "ProtectKernelLogs=yes", "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes",
+                      "ProtectProc=invisible", "CapabilityBoundingSet=", "AmbientCapabilities=", "RemoveIPC=yes"]
+        else:  # a system service's keyring is its own already
+            lines += ["NoNewPrivileges=yes", "KeyringMode=private"]
+        # AF_NETLINK: glibc's getaddrinfo asks the kernel which address families are
+        # configured (AI_ADDRCONFIG), e.g. for a PostgreSQL host given by name.
+        lines += ["RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "RestrictNamespaces=yes",
+                  "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes",
+                  "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+                  "SystemCallErrorNumber=EPERM"]  # a refused call fails, rather than kill the worker
+        if self.memory_max_kb:
+            lines.append(f"MemoryMax={self.memory_max_kb}K")
+        if self.tasks_max:
+            lines.append(f"TasksMax={self.tasks_max}")
         return lines
 
     def service(self) -> str:
@@ -98,13 +123,21 @@ class Units:
         dies while the old one still drains leaves systemd, once the old one exits 0, with a
         pidfile naming a dead process: the unit ends "successfully", and on-failure would leave
         the site down. (A hand-over's own TERM of the old master restarts nothing: systemd
-        adopts the new one first.)"""
+        adopts the new one first.)
+
+        No start limit: an app that cannot boot while its database is down (at boot, say)
+        keeps trying until it is back, instead of giving up after five tries in ten seconds;
+        from systemd 254 on, ever more slowly (2 s, then up to 30 s apart). A system unit
+        waits for the network to be up (a remote database); a user manager has no such target."""
         wanted = "default.target" if self.kind == "user" else "multi-user.target"
+        network = ["After=network.target"] if self.kind == "user" else [
+            "After=network-online.target", "Wants=network-online.target"]
+        backoff = ["RestartSteps=5", "RestartMaxDelaySec=30"] if self.systemd_version >= 254 else []
         return "\n".join([
             f"# Written by {self.dist}'s deploy/remote.sh for {self.app_dir}; every deploy rewrites it.",
-            "[Unit]", f"Description={self.dist} ({self.env}) from {self.app_dir}", "After=network.target", "",
-            "[Service]", "Type=forking", f"PIDFile={self.app_dir}/shared/run/gunicorn.pid",
-            f"ExecStart=/bin/sh {self.app_dir}/remote.sh exec_master", "Restart=always", "RestartSec=1",
+            "[Unit]", f"Description={self.dist} ({self.env}) from {self.app_dir}", *network, "StartLimitIntervalSec=0",
+            "", "[Service]", "Type=forking", f"PIDFile={self.app_dir}/shared/run/gunicorn.pid",
+            f"ExecStart=/bin/sh {self.app_dir}/remote.sh exec_master", "Restart=always", "RestartSec=2", *backoff,
             f"TimeoutStartSec={self.boot_timeout}", f"TimeoutStopSec={self.stop_timeout + 5}",
             *self.common(), "", "[Install]", f"WantedBy={wanted}", ""])
 
@@ -137,9 +170,26 @@ def replace_if_changed(path: Path, text: str) -> bool:
     return True
 
 
+def systemd_version() -> int:
+    """The host's systemd version, 0 if unknown."""
+    try:
+        return parse_version(subprocess.run(["systemctl", "--version"], capture_output=True, text=True,
+                                            check=False).stdout)
+    except OSError:
+        return 0
+
+
+def parse_version(text: str) -> int:
+    """`systemctl --version`'s first line, "systemd 252 (252.30-1~deb12u2)": 252; 0 if not that."""
+    words = text.split()
+    return int(words[1]) if len(words) > 1 and words[0] == "systemd" and words[1].isdigit() else 0
+
+
 def write_units(service: Service, units: Units) -> list[str]:
     """The unit files where they changed, then daemon-reload; the names written. Raises
     OSError when systemd cannot be reloaded."""
+    if not units.systemd_version:
+        units = replace(units, systemd_version=systemd_version())
     service.unit_dir.mkdir(parents=True, exist_ok=True)
     changed = [name for name, text in units.files().items() if replace_if_changed(service.unit_dir / name, text)]
     if changed and not quiet([*service.systemctl, "daemon-reload"]):

@@ -23,12 +23,13 @@ FROM_INI = {
     "REMOTE_HOST": ("deploy", "host"), "REMOTE_USER": ("deploy", "user"), "REMOTE_DIR": ("deploy", "dir"),
     "SSH_PORT": ("deploy", "ssh_port"), "KEEP_RELEASES": ("deploy", "keep_releases"), "PORT": ("server", "port"),
     "HOST_PYTHON": ("deploy", "python"), "LOG_MAX_KB": ("deploy", "log_max_size"), "LOG_KEEP": ("deploy", "log_keep"),
+    "MEMORY_MAX_KB": ("deploy", "memory_max"), "TASKS_MAX": ("deploy", "tasks_max"),
 }
 DEFAULTS = {"APP_ENV": "prod", "LINES": "100", "BATCH": "1", "NGINX_PORT": "80"}
 OTHERS = ("FOLLOW", "SSH_OPTS", "CONFIRM", "SKIP_RELEASE_COMMAND", "NO_POST_DEPLOY", "STATIC_ROOT", "EXEC_CMD",
           "SETTING", "BACKUP", "RELEASE", "REMOTE_HOSTS", "PACK_TARGET", "DRY_RUN")
 CHECKED = ("APP_ENV", "REMOTE_HOST", "REMOTE_USER", "REMOTE_DIR", "SSH_PORT", "PORT", "KEEP_RELEASES", "LOG_MAX_KB",
-           "LOG_KEEP", "HOST_PYTHON", "LINES", "CONFIRM")
+           "LOG_KEEP", "HOST_PYTHON", "MEMORY_MAX_KB", "TASKS_MAX", "LINES", "CONFIRM")
 
 
 @dataclass

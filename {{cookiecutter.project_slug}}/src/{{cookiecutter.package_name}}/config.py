@@ -184,6 +184,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "smoke_paths": _paths,
         "log_max_size": _size_kib,
         "log_keep": _int(1, 100),
+        "memory_max": _size_kib,
+        "tasks_max": _int(16, 1000000),
     },
 {%- if cookiecutter.database != "none" %}
     "database": {"url": _database_url},
