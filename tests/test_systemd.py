@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import missing
-from harness.app import make, new_app, wait_for
+from harness.app import make, new_app, output, wait_for
 from harness.load import Load
 from harness.systemd import USER, SystemdServer, rootfs, unavailable
 
@@ -294,6 +294,22 @@ def test_the_user_unit_is_sandboxed_as_far_as_a_user_manager_allows(as_user):
     assert app.release() == app.current()
 
 
+SANDBOX_PROBE = "grep -E '^(Uid|CapBnd|NoNewPrivs|Seccomp|Umask):' /proc/self/status; echo \"cwd $PWD\""
+
+
+def sandbox_seen(result) -> dict[str, str]:
+    """What the command SANDBOX_PROBE saw of itself."""
+    pairs = [line.split(None, 1) for line in result.stdout.splitlines()]
+    return {pair[0]: pair[1] for pair in pairs
+            if len(pair) == 2 and pair[0] in ("Uid:", "CapBnd:", "NoNewPrivs:", "Seccomp:", "Umask:", "cwd")}
+
+
+def test_make_exec_runs_in_the_user_units_sandbox(as_user):
+    seen = sandbox_seen(as_user.make("exec", CMD=SANDBOX_PROBE))
+    assert seen["NoNewPrivs:"] == "1" and seen["Seccomp:"] == "2" and seen["Umask:"] == "0077", seen
+    assert seen["cwd"] == f"{as_user.guest_dir}/releases/{as_user.current()}", seen
+
+
 def test_check_host_reports_what_the_host_has(as_user):
     report = as_user.make("check-host").stdout
     assert re.search(r"^python: Python 3\.11\.\d+ \(python3\), venv: ok$", report, re.M), report
@@ -340,6 +356,17 @@ def test_as_root_the_system_unit_is_locked_down_and_still_serves_restarts_and_ha
     rotation = app.unit.replace(".service", "-logs.service")  # a oneshot in the same sandbox
     app.systemctl(f"start {rotation}")
     assert app.show(rotation, "Result")["Result"] == "success"
+
+
+def test_as_root_make_exec_runs_as_the_apps_account_in_the_units_sandbox(as_root):
+    app = as_root
+    seen = sandbox_seen(app.make("exec", PORT=str(PORT + 1), CMD=SANDBOX_PROBE))
+    assert seen["Uid:"].split()[0] == str(app.uids().pop()) != "0", seen
+    assert seen["CapBnd:"] == "0000000000000000" and seen["Seccomp:"] == "2" and seen["Umask:"] == "0077", seen
+    assert seen["cwd"] == f"{app.guest_dir}/releases/{app.current()}", seen
+    # the release's files are root's and the system read-only: the command writes only shared/
+    denied = app.make("exec", PORT=str(PORT + 1), check=False, CMD="touch ../../shared/ok && touch x")
+    assert denied.returncode != 0 and (app.dir / "shared/ok").exists(), output(denied)
 
 
 def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root):

@@ -13,7 +13,7 @@ import pytest
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 sys.path.insert(0, str(DEPLOY))
-from host import cli, commands, context, install, logs, procs, releases, systemd
+from host import cli, commands, context, install, logs, procs, releases, sandbox, systemd
 
 A, B, C, D, E = (f"{v}-2026120{n}T000000Z" for n, v in enumerate(["1.2.0", "0.9.0", "1.10.0", "1.3.0", "2.0.0"], 1))
 
@@ -466,6 +466,54 @@ def test_the_systemd_version_is_read_off_systemctls_first_line():
     assert systemd.parse_version("systemd 257 (257.9-1~deb13u1)\n+PAM +AUDIT\n") == 257
     assert systemd.parse_version("systemd 252 (252.30-1~deb12u2)") == 252
     assert systemd.parse_version("") == systemd.parse_version("nonsense 1") == 0
+
+
+# --- the app's code outside its service, in the same sandbox ----------------------------------------
+
+
+ENVIRON = {"MY_APP_ENV": "prod", "MY_APP_SHARED_DIR": "/srv/app/shared", "PATH": "/srv/app/releases/r/venv/bin:/usr/bin",
+           "HOME": "/root", "SSH_CONNECTION": "10.0.0.1 22 10.0.0.2 5555", "LANG": "C.UTF-8"}
+
+
+def test_where_systemd_runs_the_app_a_command_runs_in_a_transient_unit_with_its_sandbox():
+    service = systemd.Service("system", "my-app-prod-1a2b3c4d", "my-app")
+    argv = sandbox.command(service, units(), ["/bin/sh", "-c", "my_app migrate; echo '$HOME'"], "/srv/app/releases/r",
+                           ENVIRON, "MY_APP")
+    assert argv[:8] == ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
+                        f"--unit=my-app-prod-1a2b3c4d-run-{os.getpid()}",
+                        "--description=my-app (prod): a command in the app's sandbox"]
+    assert argv[argv.index("--"):] == ["--", "/bin/sh", "-c", "my_app migrate; echo '$HOME'"]  # one argument, as given
+    assert "--working-directory=/srv/app/releases/r" in argv
+    properties = [a.removeprefix("--property=") for a in argv if a.startswith("--property=")]
+    assert properties == [line for line in units().common() if not line.startswith("Environment=")]
+    for line in ("User=my-app", "ProtectSystem=strict", "ReadWritePaths=/srv/app/shared", "CapabilityBoundingSet=",
+                 "SystemCallFilter=@system-service", "MemoryMax=1048576K", "TasksMax=512", "UMask=0077"):
+        assert line in properties, line
+    setenv = [a.removeprefix("--setenv=") for a in argv if a.startswith("--setenv=")]
+    # the app's variables and PATH, not the ssh session's, nor root's HOME (the account has its own)
+    assert setenv == ["LANG=C.UTF-8", "MY_APP_ENV=prod", "MY_APP_SHARED_DIR=/srv/app/shared",
+                      "PATH=/srv/app/releases/r/venv/bin:/usr/bin"]
+
+
+def test_a_user_units_command_runs_under_the_user_manager_with_its_sandbox(tmp_path):
+    service = systemd.Service("user", "my-app-prod-1a2b3c4d", "deploy")
+    user_units = units("user", "/home/deploy/apps/my-app")
+    (tmp_path / "bus").touch()  # the user's D-Bus socket, as dbus-user-session makes it
+    environ = {**ENVIRON, "XDG_RUNTIME_DIR": str(tmp_path)}
+    argv = sandbox.command(service, user_units, ["/bin/true"], "/tmp", environ, "MY_APP")
+    assert argv[:2] == ["systemd-run", "--user"]
+    assert "--property=NoNewPrivileges=yes" in argv and "--property=User=deploy" not in argv
+    assert not any(a.startswith("--property=ProtectSystem") for a in argv)
+    assert "--setenv=HOME=/root" in argv  # the user's own HOME (here: the test's), kept
+    # without the user's D-Bus, systemd-run --user cannot wait: the command runs as it is
+    (tmp_path / "bus").unlink()
+    assert sandbox.command(service, user_units, ["/bin/true"], "/tmp", environ, "MY_APP") == ["/bin/true"]
+
+
+def test_without_systemd_a_command_runs_as_it_is():
+    service = systemd.Service("daemon", "my-app-prod-1a2b3c4d", "deploy", "no systemd")
+    assert sandbox.command(service, units("user"), ["/bin/sh", "-c", "x"], "/tmp", ENVIRON, "MY_APP") == [
+        "/bin/sh", "-c", "x"]
 
 
 def test_the_rotation_timer_runs_every_five_minutes_and_its_service_rotates():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from host import DIST, PACKAGE
+from host import DIST, PACKAGE, VARS, sandbox
 from host.cli import arg, command
 from host.context import Failure, Host
 from host.install import install
@@ -27,6 +27,7 @@ from host.serve import (
     start_master,
     stop_handover_child,
     stop_service,
+    units,
     use_running_port,
     write_unit,
 )
@@ -280,7 +281,8 @@ def cmd_exec(host: Host, args) -> int:
     if not text:
         raise Failure("usage: remote.sh exec BASE64-COMMAND")
     directory, env = in_release(host)
-    status = subprocess.run([*host.service.as_app, "sh", "-c", text], cwd=directory, env=env, check=False).returncode
+    command = sandbox.command(host.service, units(host), ["/bin/sh", "-c", text], directory, env, VARS)
+    status = subprocess.run(command, cwd=directory, env=env, check=False).returncode
     if status != 0:
         host.say(f"error: the command exited with status {status}", err=True)
     return status

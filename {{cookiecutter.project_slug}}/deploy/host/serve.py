@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from host import DIST, PACKAGE, VARS
+from host import DIST, PACKAGE, VARS, sandbox
 from host.context import Failure, Host
 from host.procs import (
     check_paths,
@@ -242,7 +242,8 @@ def release_command(host: Host, release: str, command: str) -> None:
     backup = app_dir_for(host, host.shared / "backups") / f"{release}.backup"
     host.say(f"  release_command: {command}")
     env = {**os.environ, f"{VARS}_BACKUP_FILE": str(backup), "PATH": f"{directory}/venv/bin:{os.environ['PATH']}"}
-    if subprocess.run([*host.service.as_app, "sh", "-c", command], cwd=directory, env=env, check=False).returncode:
+    sandboxed = sandbox.command(host.service, units(host), ["/bin/sh", "-c", command], str(directory), env, VARS)
+    if subprocess.run(sandboxed, cwd=directory, env=env, check=False).returncode:
         (directory / ".refused").touch()
         hint = ""
         if backup.is_file():
