@@ -9,7 +9,7 @@ import variables
 
 GOOD = {"APP_ENV": "prod", "REMOTE_HOST": "web1.example.org", "REMOTE_USER": "deploy", "REMOTE_DIR": "apps/x",
         "SSH_PORT": "", "PORT": "8000", "KEEP_RELEASES": "5", "LOG_MAX_KB": "51200", "LOG_KEEP": "5",
-        "HOST_PYTHON": "", "LINES": "100", "CONFIRM": ""}
+        "HOST_PYTHON": "", "LINES": "100", "CONFIRM": "", "MEMORY_MAX_KB": "1048576", "TASKS_MAX": "512"}
 
 
 def test_good_values_pass():
@@ -26,6 +26,8 @@ def test_good_values_pass():
     ("REMOTE_USER", "-l root", "REMOTE_USER must be a user name"),
     ("REMOTE_USER", "ann$(id)", "REMOTE_USER must be a user name"),
     ("LINES", "5; rm -rf ~", "LINES must be a number, got '5; rm -rf ~'"),
+    ("MEMORY_MAX_KB", "1G", "MEMORY_MAX_KB must be a number, got '1G'"),
+    ("TASKS_MAX", "512 --x", "TASKS_MAX must be a number"),
     ("CONFIRM", "1 && reboot", "CONFIRM must be 1 or nothing"),
     ("PORT", "70000", "PORT must be between 1 and 65535, got 70000"),
     ("PORT", "", "PORT must be a number, got ''"),
