@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TEMPLATE, bake, make
+from harness.release import install_as_the_host
 
 VARIANTS = ("none", "sqlite", "postgresql")
 PACKAGE = "my_flask_app"
@@ -184,7 +185,7 @@ def test_wheel_carries_the_migrations(tested, variant):
 
 
 def test_release_command_migrates_from_an_unpacked_release(tested, tmp_path):
-    """`make pack`, unpack, install offline as the host does, then the release command run as
+    """`make pack`, unpack, install offline as the host does (installer, no pip), then the release command run as
     remote.sh runs it: in the release directory, its venv first on PATH, the prod config and a
     shared/ outside the release. The SQLite file appears in shared/data/, with the table."""
     project = tested["sqlite"]
@@ -193,10 +194,7 @@ def test_release_command_migrates_from_an_unpacked_release(tested, tmp_path):
     with tarfile.open(project / line.split()[1]) as tar:
         tar.extractall(tmp_path, filter="data")
     (release,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    wheels = release / "wheels"
-    subprocess.run(["python3", "-m", "venv", "--without-pip", release / "venv"], check=True)
-    pip = [release / "venv" / "bin" / "python", str(next(wheels.glob("pip-*.whl")) / "pip")]
-    subprocess.run([*pip, "install", "-q", "--no-index", "--find-links", wheels, "my-flask-app"], check=True)
+    install_as_the_host(release)
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "local.ini").write_text("[app]\nsecret_key = a-real-one-3f1c9a0e7b\n")

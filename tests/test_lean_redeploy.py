@@ -1,13 +1,15 @@
 """A redeploy near its floor, checked for correctness (timing is bench/'s job): the upload
-leaves out the wheels the host's cache holds, unchanged dependencies are taken from the
-running release's venv (hard links to its read-only files) instead of installed by pip, a
-changed dependency still goes up and in, a corrupt cache entry is caught by its sha256 and
-sent again, and no two releases share a file that can change.
+leaves out the wheels the host's cache holds, every distribution whose wheel is unchanged is
+taken from the running release's venv (hard links to its read-only files) and only the new
+and changed wheels are installed (pypa's installer, no pip), a removed one is gone, a
+rollback runs the older release's own versions, a corrupt cache entry is caught by its
+sha256 and sent again, and no two releases share a file that can change.
 """
 from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -35,7 +37,8 @@ def test_a_redeploy_with_unchanged_dependencies_sends_only_the_app_wheel(app):
     size, wheels = uploaded(app)
     assert wheels == [w for w in wheels if w.startswith("my_flask_app-")] and len(wheels) == 1, wheels
     assert size < 100 * 1024, size
-    assert "linked, no pip" in result.stdout, result.stdout  # the venv came from the last release
+    # every dependency came from the last release's venv; only the app's own wheel was installed
+    assert re.search(r"\(\d+ linked from \S+, 1 installed, \d+ files compiled", result.stdout), result.stdout
     assert app.release() == app.current()
     # SHA256SUMS still covers every file of the release, and every file matches it
     release = app.dir / "releases" / app.current()
@@ -85,16 +88,44 @@ def test_a_corrupt_cache_entry_is_caught_and_sent_again(app):
     assert app.release() == app.current()
 
 
-def test_a_changed_dependency_is_uploaded_and_installed(app):
+def in_venv(app, release: str, code: str) -> str:
+    """What CODE prints in that release's own venv (the host is this machine)."""
+    python = app.dir / "releases" / release / "venv" / "bin" / "python"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+VERSIONS = ("import importlib.util as u, importlib.metadata as m; print('click', m.version('click')); "
+            "print('six', m.version('six') if u.find_spec('six') else None)")
+
+
+def test_an_added_a_bumped_and_a_removed_dependency_and_a_rollback(app):
     requirements = app.project / "requirements.txt"
     saved = requirements.read_text()
-    requirements.write_text(re.sub(r"^click==\S+$", "click==8.1.8", saved, flags=re.M))
+    bumped = re.sub(r"^click==\S+$", "click==8.1.8", saved, flags=re.M)
     try:
+        first = app.current()
+        requirements.write_text(bumped + "six==1.17.0\n")  # one added, one changed
         result = app.deploy()
         _, wheels = uploaded(app)
-        assert "click-8.1.8-py3-none-any.whl" in wheels and len(wheels) == 2, wheels
-        assert "linked, no pip" not in result.stdout
-        version = app.make("exec", CMD="python -c \"import importlib.metadata as m; print(m.version('click'))\"").stdout
-        assert version.strip().splitlines()[-1] == "8.1.8"
+        assert sorted(w.split("-")[0] for w in wheels) == ["click", "my_flask_app", "six"], wheels
+        assert re.search(r"\(\d+ linked from \S+, 3 installed, ", result.stdout), result.stdout
+        second = app.current()
+        assert in_venv(app, second, VERSIONS).split("\n") == ["click 8.1.8", "six 1.17.0"]
+        site = next((app.dir / "releases" / second / "venv" / "lib").glob("python*/site-packages"))
+        assert not list(site.glob("click-8.5*"))  # the old version is gone from the new venv
+        # the previous release keeps its own: the old click, whole, and no six
+        assert in_venv(app, first, VERSIONS).split("\n") == ["click 8.5.1", "six None"]
+
+        requirements.write_text(bumped)  # six removed
+        app.deploy()
+        third = app.current()
+        assert in_venv(app, third, VERSIONS).split("\n") == ["click 8.1.8", "six None"]
+        site = next((app.dir / "releases" / third / "venv" / "lib").glob("python*/site-packages"))
+        assert not [p.name for p in site.iterdir() if p.name.startswith("six")]
+
+        rolled = app.make("rollback")
+        assert f"rolling back from {third} to {second}" in rolled.stdout
+        out = app.make("exec", CMD=f"python -c \"{VERSIONS}\"").stdout  # the running app's own venv
+        assert out.strip().splitlines()[-2:] == ["click 8.1.8", "six 1.17.0"]
     finally:
         requirements.write_text(saved)

@@ -7,6 +7,7 @@ edit its config/ put every file back (`pristine_config`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import platform
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make
+from harness.release import install_as_the_host
 
 # The local targets and those that upload; the host commands (start, stop, …) are read from
 # the host program's registry, their one list (host_commands()).
@@ -257,9 +259,9 @@ def test_sha256sums_cover_and_match_every_file(release):
 def test_wheels_are_the_app_and_exactly_the_pinned_requirements(release, baked_project):
     _, package, version = names(baked_project)
     wheels = {wheel_id(p.name) for p in (release.root / "wheels").glob("*.whl")}
-    host_pip = re.search(r"^HOST_PIP := pip==(\S+)$", (baked_project / "Makefile").read_text(), re.M)
-    assert host_pip, "the Makefile does not pin the pip the host installs with"
-    expected = pinned(baked_project / "requirements.txt") | {(package, version), ("pip", host_pip[1])}
+    tool = re.search(r"^HOST_INSTALLER := installer==(\S+)$", (baked_project / "Makefile").read_text(), re.M)
+    assert tool, "the Makefile does not pin the installer the host installs wheels with"
+    expected = pinned(baked_project / "requirements.txt") | {(package, version), ("installer", tool[1])}
     assert wheels == expected
 
 
@@ -283,27 +285,30 @@ def test_local_secret_is_in_no_file_of_the_release(release, baked_project):
 
 
 def test_offline_install_from_the_release_wheels(release, baked_project, tmp_path):
-    """A fresh venv, no index, no pip configuration: the release's wheels/ is enough."""
-    _, package, version = names(baked_project)
-    wheels = release.root / "wheels"
-    venv, env = tmp_path / "venv", offline_env()
+    """A fresh venv, no index, no pip: the release's wheels/ is enough, installed as the host
+    installs them (pypa's installer from the release's wheel, every wheel of the lock)."""
+    _, package, _ = names(baked_project)
+    unpacked = tmp_path / "release"
+    shutil.copytree(release.root, unpacked)
+    env = offline_env()
     run = dict(check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
-    # As the host does it: a venv without ensurepip, and pip run from the shipped wheel.
-    subprocess.run(["python3", "-m", "venv", "--without-pip", venv], **run)
-    pip = [venv / "bin/python", str(next(wheels.glob("pip-*.whl")) / "pip")]
-    app_wheel = wheels / f"{package}-{version}-py3-none-any.whl"
-    subprocess.run([*pip, "install", "-q", "--no-index", "--find-links", wheels, app_wheel], **run)
+    filled = install_as_the_host(unpacked, env)
+    venv = unpacked / "venv"
 
     code = f"import {package}; from {package} import create_app; print({package}.__file__)"
     imported = subprocess.run([venv / "bin/python", "-c", code], **run).stdout
     assert imported.startswith(str(venv)), f"imported from outside the fresh venv: {imported}"
-    checked = subprocess.run([venv / "bin" / package, "check-config", "--config-dir", release.root / "config"], **run)
+    checked = subprocess.run([venv / "bin" / package, "check-config", "--config-dir", unpacked / "config"], **run)
     assert checked.stdout.splitlines() == ["dev: ok", "test: ok", "prod: ok"]
-    listed = subprocess.run([*pip, "list", "--format=freeze"], **run).stdout.split()
-    installed = {(normalise(n), v) for n, v in (line.split("==") for line in listed)}
-    shipped = {wheel_id(p.name) for p in wheels.glob("*.whl") if not p.name.startswith("pip-")}
-    # tomli ships for a Python 3.10 host, where alembic imports it; pip installs it only there.
-    assert installed == {w for w in shipped if not (w[0] == "tomli" and sys.version_info >= (3, 11))}
+    listed = subprocess.run([venv / "bin/python", "-c", "import importlib.metadata as m\n"
+                             "for d in m.distributions(): print(d.metadata['Name'], d.version)"], **run).stdout
+    installed = {(normalise(n), v) for n, v in (line.split() for line in listed.splitlines())}
+    shipped = {wheel_id(p.name) for p in (unpacked / "wheels").glob("*.whl") if not p.name.startswith("installer-")}
+    assert installed == shipped and len(filled["installed"]) == len(shipped)
+    # byte-compiled as pip does: a root-owned venv cannot be compiled later by the app
+    site = next((venv / "lib").glob("python*/site-packages"))
+    modules = [p for p in (site / package).rglob("*.py")]
+    assert modules and all(Path(importlib.util.cache_from_source(str(p))).is_file() for p in modules)
 
 
 # --- make help and make variables ---------------------------------------------------

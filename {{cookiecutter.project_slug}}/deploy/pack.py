@@ -64,15 +64,15 @@ def refuse(problems: list[str]) -> None:
         raise PackError("\n  ".join(["the release would not be what make test ran against:", *problems]))
 
 
-def requirements_key(requirements: Path, host_pip: str) -> str:
-    """What a wheelhouse depends on: the pins, the host's pip, the hand-built wheels."""
+def requirements_key(requirements: Path, host_installer: str) -> str:
+    """What a wheelhouse depends on: the pins, the host's installer, the hand-built wheels."""
     extra = sorted(p.name for p in EXTRA.glob("*.whl")) if EXTRA.is_dir() else []
-    return hashlib.sha256("\n".join([requirements.read_text(), host_pip, *extra]).encode()).hexdigest()[:16]
+    return hashlib.sha256("\n".join([requirements.read_text(), host_installer, *extra]).encode()).hexdigest()[:16]
 
 
-def wheelhouse(target: Target, requirements: Path, host_pip: str) -> tuple[list[str], int]:
+def wheelhouse(target: Target, requirements: Path, host_installer: str) -> tuple[list[str], int]:
     """The wheel file names (in CACHE) for target, and how many were downloaded just now."""
-    key = requirements_key(requirements, host_pip)
+    key = requirements_key(requirements, host_installer)
     listing = LISTS / f"{target}.txt"
     if listing.exists():
         header, *names = listing.read_text().split()
@@ -84,7 +84,7 @@ def wheelhouse(target: Target, requirements: Path, host_pip: str) -> tuple[list[
     # Into the cache itself: pip skips a file that is already there ("already downloaded").
     result = subprocess.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
                              "--progress-bar", "off", "-d", str(CACHE), *links, *target.pip_args(),
-                             "-r", str(requirements), host_pip], capture_output=True, text=True, check=False)
+                             "-r", str(requirements), host_installer], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PackError(pip_failure(result.stderr, target))
     names = sorted({Path(n).name for n in PIP_SAID.findall(result.stdout)})
@@ -144,7 +144,7 @@ def owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_pip: str) -> list[tuple[Target, Path]]:
+def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_installer: str) -> list[tuple[Target, Path]]:
     """One tarball per distinct set of wheels; returns (target, tarball) for every target."""
     app_wheels = sorted(dist.glob("*.whl"))
     if len(app_wheels) != 1:
@@ -154,12 +154,12 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
     with zipfile.ZipFile(app_wheels[0]) as wheel:
         problems += source_problems(Path("src") / PACKAGE, PACKAGE, wheel.namelist())
     refuse(problems)
-    tools = {canonical(host_pip.split("==")[0])}
+    tools = {canonical(host_installer.split("==")[0])}
     packed: dict[tuple[str, ...], Path] = {}
     needs_seen: dict[str, tuple[str, ...]] = {}
     result = []
     for target in targets:
-        names, downloaded = wheelhouse(target, requirements, host_pip)
+        names, downloaded = wheelhouse(target, requirements, host_installer)
         refuse(unpinned_wheels(names, pins, tools, str(requirements)))
         needs = wheel_needs(names, target)
         if needs_seen.setdefault(needs, tuple(names)) != tuple(names):
@@ -231,14 +231,14 @@ def main() -> int:
     parser.add_argument("--dist", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--requirements", type=Path, default=Path("requirements.txt"))
-    parser.add_argument("--host-pip", required=True, help="the pip the host installs with, e.g. pip==26.0")
+    parser.add_argument("--host-installer", required=True, help="the installer the host installs wheels with, e.g. installer==1.1.0")
     parser.add_argument("--targets", default="", help="targets, spaced (default: this machine's)")
     parser.add_argument("--record", type=Path, help="write `target tarball` lines here")
     args = parser.parse_args()
     try:
         targets = [Target.parse(t) for t in args.targets.split()] or \
             [Target.from_facts(local_facts(), where="this machine")]
-        packed = pack_for(targets, args.dist, args.out, args.requirements, args.host_pip)
+        packed = pack_for(targets, args.dist, args.out, args.requirements, args.host_installer)
     except (PackError, TargetError) as exc:
         print(f"error: make pack: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from host import DIST, PACKAGE, VARS, sandbox
+from host import PACKAGE, VARS, sandbox
 from host.cli import arg, command
 from host.context import Failure, Host
 from host.install import install
@@ -64,7 +64,7 @@ def ensure_local_ini(host: Host) -> None:
 
 
 def install_upload(host: Host, upload: str, sha256: str) -> str:
-    return install(host.app, upload, sha256, DIST, sys.executable,
+    return install(host.app, upload, sha256, sys.executable,
                    host.settings.host_name)
 
 

@@ -1,15 +1,16 @@
 """install: verify an upload, unpack it as a release, build its venv offline."""
-import configparser
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tarfile
 import time
-import zipfile
 import zlib
 from pathlib import Path
 
+import host
+from host import wheels
 from host.context import Failure as Refusal
 from host.releases import plain_dir, read_release, remove
 
@@ -27,12 +28,12 @@ def sha256(path: Path) -> str:
 def unsafe_member(member: tarfile.TarInfo) -> str | None:
     """Why a tarball member may not be unpacked, or None: only regular files and directories,
     by relative paths that stay inside (Python's own data filter is missing from some 3.10
-    and 3.11 patch releases, and allows links)."""
+    and 3.11 patch releases, Debian 12's 3.11.2 among them, and allows links)."""
     name = member.name
     if name.startswith("/") or "//" in name or ".." in name.split("/"):
         return f"{name!r} is not a relative path inside the release"
     if not (member.isfile() or member.isdir()):
-        return f"{name!r} is a link or a device, not a file"
+        return f"{name!r} is a link, a device or a fifo, not a file"
     return None
 
 
@@ -70,13 +71,6 @@ def read_sums(release: Path) -> dict[str, str]:
         digest, _, name = line.partition("  ")
         sums[name] = digest
     return sums
-
-
-def dependency_sums(sums: dict[str, str], dist: str) -> list[str]:
-    """The sha256 of every wheel but the app's own: equal lists mean unchanged dependencies."""
-    app_prefix = "wheels/" + dist.replace("-", "_").replace(".", "_") + "-"
-    return sorted(f"{digest} {name}" for name, digest in sums.items()
-                  if name.startswith("wheels/") and not name.startswith(app_prefix))
 
 
 def fits(release: Path, python: str, host_name: str) -> str:
@@ -137,36 +131,7 @@ def venv_identity(venv: Path) -> list[str]:
     return sorted(line for line in lines if line.startswith(("home", "version")))
 
 
-def link_tree(old: Path, new: Path) -> None:
-    """OLD's files into NEW as hard links, each made read-only first: no two releases share a
-    file that can change (Python replaces a .pyc with a new file, never in place), and the
-    dependencies are not written again on every deploy. Where links fail, copies."""
-    new.mkdir(exist_ok=True)
-    try:
-        for root, dirs, files in os.walk(old):
-            here = new / Path(root).relative_to(old)
-            for name in dirs:
-                source = Path(root) / name
-                if source.is_symlink():
-                    os.symlink(os.readlink(source), here / name)
-                else:
-                    (here / name).mkdir(exist_ok=True)
-            dirs[:] = [name for name in dirs if not (Path(root) / name).is_symlink()]
-            for name in files:
-                source = Path(root) / name
-                if source.is_symlink():
-                    os.symlink(os.readlink(source), here / name)
-                    continue
-                mode = source.stat().st_mode
-                if mode & 0o222:
-                    os.chmod(source, mode & ~0o222)
-                os.link(source, here / name)
-    except OSError:
-        shutil.rmtree(new)
-        shutil.copytree(old, new, symlinks=True)
-
-
-def install(app_dir: Path, upload: str, expected_sha256: str, dist: str, python: str, host_name: str) -> str:
+def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_name: str) -> str:
     """Verify the upload in .incoming, unpack it into releases/<id> and build its venv
     offline; the release's id. A release that did not finish installing is marked
     .unfinished and never activated."""
@@ -198,7 +163,7 @@ def install(app_dir: Path, upload: str, expected_sha256: str, dist: str, python:
     release = releases / release_id
     (scratch / ".unfinished").touch()  # removed only when the venv is complete
     os.rename(scratch, release)
-    how = build_venv(release, python, app_dir, dist)
+    how = build_venv(release, python, app_dir)
     cache_wheels(release, app_dir / "shared" / "wheels")
     (release / ".unfinished").unlink()
     tarball.unlink(missing_ok=True)
@@ -206,47 +171,35 @@ def install(app_dir: Path, upload: str, expected_sha256: str, dist: str, python:
     return release_id
 
 
-def build_venv(release: Path, python: str, app_dir: Path, dist: str) -> str:
-    """The release's venv: with unchanged dependencies, the running release's site-packages
-    linked in and the app's wheel swapped (no pip); else pip, offline, every wheel of the lock
-    and the app's own with --no-deps (nothing resolved here: the host runs what make test
-    ran against). Returns how, for the message."""
+def build_venv(release: Path, python: str, app_dir: Path) -> str:
+    """The release's venv, offline: every wheel of the lock (nothing resolved here: the host
+    runs what make test ran against) by host/wheels.py, in the new venv's own Python, with
+    pypa's installer from the release's wheel; what the running release installed from the
+    same wheels is linked from its venv (same Python only). Returns how, for the message."""
     venv = release / "venv"
-
-    def make_venv() -> None:
-        made = subprocess.run([python, "-S", "-m", "venv", "--without-pip", str(venv)], check=False)
-        if made.returncode != 0:
-            raise Refusal(f"cannot create a venv with {python} on the host")
-
-    make_venv()
+    made = subprocess.run([python, "-S", "-m", "venv", "--without-pip", str(venv)], check=False)
+    if made.returncode != 0:
+        raise Refusal(f"cannot create a venv with {python} on the host")
+    tool = sorted((release / "wheels").glob("installer-*.whl"))
+    if len(tool) != 1:
+        raise Refusal("the release has no installer wheel in wheels/ (make pack ships it); nothing was installed")
     current = app_dir / "current"
-    previous = current.resolve() if current.is_symlink() else None
-    sums = read_sums(release)
-    if (previous and (previous / "SHA256SUMS").is_file() and venv_identity(previous / "venv")
-            and venv_identity(previous / "venv") == venv_identity(venv)
-            and dependency_sums(read_sums(previous), dist) == dependency_sums(sums, dist)):
-        try:
-            for old_site in (previous / "venv").glob("lib/python*/site-packages"):
-                new_site = venv / "lib" / old_site.parent.name / "site-packages"
-                shutil.rmtree(new_site)
-                link_tree(old_site, new_site)
-            app_wheel = next(release / name for name in sums
-                             if name.startswith("wheels/" + dist.replace("-", "_").replace(".", "_") + "-"))
-            if install_app(previous / "venv", venv, app_wheel) == 0:
-                return f" (dependencies as in {previous.name}: linked, no pip)"
-        except (OSError, StopIteration, ValueError):
-            pass
-        shutil.rmtree(venv)
-        make_venv()
-    pip = next((release / "wheels").glob("pip-*.whl"), None)
-    if pip is None:
-        raise Refusal("release has no pip wheel in wheels/; nothing was installed")
-    wheels = sorted(str(w) for w in (release / "wheels").glob("*.whl") if not w.name.startswith("pip-"))
-    installed = subprocess.run([str(venv / "bin" / "python"), str(pip / "pip"), "install", "--quiet",
-                                "--disable-pip-version-check", "--no-index", "--no-deps", *wheels], check=False)
-    if installed.returncode != 0:
-        raise Refusal(f"offline install of {release.name} into {venv} failed")
-    return ""
+    previous = current.resolve() / "venv" if current.is_symlink() else None
+    if previous is None or not venv_identity(previous) or venv_identity(previous) != venv_identity(venv):
+        previous = None  # another Python: its files are not this venv's
+    program = Path(host.__file__).resolve().parent.parent  # the bundle (a zip), or deploy/
+    filled = subprocess.run([str(venv / "bin" / "python"), "-I", "-S", "-c", wheels.BOOT, str(tool[0]), str(program),
+                             str(release), str(previous or "-")], capture_output=True, text=True, check=False)
+    if filled.returncode != 0:
+        said = [line for line in filled.stderr.splitlines() if line.strip()]
+        if filled.returncode == 3 and said:
+            raise Refusal(said[-1].removeprefix("error: "))
+        raise Refusal(f"the offline install of {release.name} failed: {said[-1] if said else 'no output'}; "
+                      "nothing was activated")
+    done = json.loads(filled.stdout.strip().splitlines()[-1])
+    linked = f"{done['linked']} linked from {previous.parent.name}, " if done["linked"] else ""
+    return (f" ({linked}{len(done['installed'])} installed, {done['compiled']} files compiled: "
+            f"unpack {done['unpack_s']}s, compile {done['compile_s']}s)")
 
 
 def cache_wheels(release: Path, wheels: Path) -> None:
@@ -259,59 +212,3 @@ def cache_wheels(release: Path, wheels: Path) -> None:
             tmp = wheels / f".{digest}.tmp"
             shutil.copyfile(release / name, tmp)
             os.replace(tmp, wheels / digest)
-
-
-# --- install: the fast venv when only the app's own wheel changed ---------------------------
-
-
-def site_packages(venv: Path) -> Path:
-    (site,) = venv.glob("lib/python*/site-packages")
-    return site
-
-
-def write_script(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, path)
-
-
-def install_app(old_venv: Path, new_venv: Path, app_wheel: Path) -> int:
-    """build_venv calls it only when every dependency wheel is byte for byte (sha256) the one
-    the running release installed, for the same Python, and after it has put the old venv's
-    site-packages into the new venv as hard links to read-only files (or copies, where links
-    fail): no two releases share a file that can change. This removes the old release of the
-    app from the new venv (unlinks: the old release keeps its files), unpacks the app's wheel
-    (pure Python, ours), writes its console scripts, and gives the new venv the old one's
-    other scripts (gunicorn, flask, …) as new files with `#!` pointing at the new python."""
-    old_site, new_site = site_packages(old_venv), site_packages(new_venv)
-    if old_site.parent.name != new_site.parent.name:
-        raise ValueError(f"{old_site.parent.name} is not {new_site.parent.name}")
-    with zipfile.ZipFile(app_wheel) as wheel:
-        names = wheel.namelist()
-        app_entries = {name.split("/", 1)[0] for name in names}
-        dist_info = next(entry for entry in app_entries if entry.endswith(".dist-info"))
-        project = dist_info.rsplit("-", 1)[0]  # my_flask_app-0.1.0.dist-info -> my_flask_app
-        for entry in new_site.iterdir():  # the old release of the app itself, copied with the rest
-            if entry.name in app_entries or (entry.name.endswith(".dist-info") and entry.name.rsplit("-", 1)[0] == project):
-                remove(entry)
-        wheel.extractall(new_site)
-        entry_points = wheel.read(f"{dist_info}/entry_points.txt").decode() if f"{dist_info}/entry_points.txt" in names else ""
-
-    old_python, new_python = str(old_venv / "bin" / "python"), str(new_venv / "bin" / "python")
-    for script in (old_venv / "bin").iterdir():
-        target = new_venv / "bin" / script.name
-        if script.is_symlink() or not script.is_file() or target.exists():
-            continue  # python itself, and venv's own activate scripts, are the new venv's
-        data = script.read_bytes()
-        first, _, rest = data.partition(b"\n")
-        if first.startswith(b"#!") and first[2:].decode(errors="replace").strip() == old_python:
-            write_script(target, f"#!{new_python}\n".encode() + rest)
-    console = configparser.ConfigParser()
-    console.read_string(entry_points)
-    for name, spec in (console["console_scripts"].items() if console.has_section("console_scripts") else []):
-        module, _, attr = spec.partition(":")
-        write_script(new_venv / "bin" / name, (
-            f"#!{new_python}\nimport sys\nfrom {module.strip()} import {attr.strip().split('.')[0]}\n"
-            f"if __name__ == '__main__':\n    sys.exit({attr.strip()}())\n").encode())
-    return 0
