@@ -13,6 +13,7 @@ What it installed is byte-compiled, as pip does (a root-owned venv cannot be com
 by the app), on every CPU. Prints one line of JSON; a wheel that cannot be installed is one
 sentence on stderr, exit 3.
 """
+import base64
 import csv
 import hashlib
 import io
@@ -50,9 +51,9 @@ def read_map(venv: Path) -> dict[str, tuple[str, str]]:
     """{sha256: (wheel, dist-info)} of what VENV holds; empty when it was made some other way."""
     try:
         lines = (venv / MAP).read_text().splitlines()
-    except OSError:
+        return {digest: (wheel, dist_info) for digest, wheel, dist_info in (line.split(" ") for line in lines)}
+    except (OSError, ValueError):
         return {}
-    return {digest: (wheel, dist_info) for digest, wheel, dist_info in (line.split(" ") for line in lines)}
 
 
 def release_wheels(release: Path) -> list[tuple[str, str]]:
@@ -128,7 +129,7 @@ def link_distribution(old: dict[str, str], new: dict[str, str], dist_info: str) 
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerows(rows)
         write_new(new_site / dist_info / "RECORD", out.getvalue().encode(), 0o644)
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, csv.Error):
         for path in placed:
             path.unlink(missing_ok=True)
         raise
@@ -144,8 +145,6 @@ def write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def urlsafe_digest(data: bytes) -> str:
-    import base64
-
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
@@ -160,11 +159,13 @@ def install_wheel(path: Path, venv: Path, compiled: list[str]) -> str:
     from installer.records import InvalidRecordEntry
     from installer.sources import WheelFile
 
+    written: list[tuple[str, str]] = []  # (scheme's folder, path in it) of every .py
+
     class Destination(SchemeDictionaryDestination):
         def write_to_fs(self, scheme_name, path, stream, is_executable):
             record = super().write_to_fs(scheme_name, path, stream, is_executable)
             if scheme_name in ("purelib", "platlib") and path.endswith(".py"):
-                compiled.append(os.path.join(self.scheme_dict[scheme_name], path))
+                written.append((self.scheme_dict[scheme_name], path))
             return record
 
     try:
@@ -173,11 +174,14 @@ def install_wheel(path: Path, venv: Path, compiled: list[str]) -> str:
             destination = Destination(scheme(venv, source.distribution), interpreter=str(venv / "bin" / "python"),
                                       script_kind="posix")
             install(source, destination, {"INSTALLER": INSTALLER_TAG})
-            return source.dist_info_dir
+            dist_info = source.dist_info_dir
     except (InstallerError, InvalidRecordEntry, zipfile.BadZipFile, OSError, ValueError, KeyError,
             AssertionError) as exc:  # installer's own, a bad zip or RECORD, a file two wheels both hold
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        said = [] if isinstance(exc, OSError) else [arg for arg in exc.args if isinstance(arg, str)]  # (source, message)
+        reason = " ".join((said[-1] if said else str(exc)).split()).rstrip(".") or type(exc).__name__
         raise WheelError(f"wheel {path.name} cannot be installed ({reason}); nothing was activated") from None
+    compiled.extend(os.path.join(folder, name) for folder, name in written)
+    return dist_info
 
 
 def compile_one(path: str) -> None:
@@ -217,7 +221,7 @@ def fill(release: Path, previous: Path | None) -> dict:
                 linked.append(wheel)
                 lines.append(f"{digest} {wheel} {dist_info}")
                 continue
-            except (OSError, ValueError, IndexError):
+            except (OSError, ValueError, IndexError, csv.Error):
                 pass  # its files here were removed: installed afresh below
         dist_info = install_wheel(release / "wheels" / wheel, venv, compiled)
         installed.append(wheel)
