@@ -232,6 +232,11 @@ def test_tarball_unpacks_to_one_folder(release):
     top = release.root.name
     with tarfile.open(release.tarball) as tar:
         assert all(name == top or name.startswith(f"{top}/") for name in tar.getnames())
+        # owner 0/0 whoever packs (the packing machine's uids mean nothing on a host), and only
+        # files and folders: what the host's member check accepts
+        members = tar.getmembers()
+        assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "root", "root")}
+        assert all(m.isfile() or m.isdir() for m in members)
     assert [p.name for p in release.root.parent.iterdir()] == [top]
 
 
