@@ -34,6 +34,7 @@ from harness.app import healthz  # noqa: E402
 from harness.load import Load  # noqa: E402
 from harness.sshd import PrivateSshd, find_sshd, free_port  # noqa: E402
 
+import installs  # noqa: E402  (bench/installs.py, next to this file)
 from plot import Timeline, draw  # noqa: E402  (bench/plot.py, next to this file)
 
 THREADS = 8  # hand-over load: tests/harness/load.py threads, a new connection per request
@@ -147,21 +148,7 @@ floors = Floors()
 
 
 def measure_install_floor(host: PrivateSshd, work: Path, release: Path) -> None:
-    """What remote.sh's install step cannot do without: `python3 -m venv --without-pip` and an
-    offline pip install (pip run from its wheel, as remote.sh does) of the same release's
-    wheels, on the host over ssh, timed there. No checksums, no unpacking, no release dir."""
-    version = (release / "RELEASE").read_text().split("version=")[1].split()[0]
-    dist = (release / "RELEASE").read_text().split("name=")[1].split()[0]
-    script = (f"set -e; d=$(mktemp -d {work}/floor.XXXXXX); cd $d; pip=$(ls {release}/wheels/pip-*.whl | head -n 1); "
-              f"s=$(date +%s%N); python3 -m venv --without-pip venv; m=$(date +%s%N); "
-              f"venv/bin/python $pip/pip install -q --disable-pip-version-check --no-index "
-              f"--find-links {release}/wheels {dist}=={version} >/dev/null 2>&1; e=$(date +%s%N); "
-              f"rm -rf $d; echo $s $m $e")
-    result = host.run(script, check=True, timeout=300)
-    start, mid, end = (int(x) for x in result.stdout.split())
-    floors.values["install"] = (end - start) / 1e9
-    floors.notes["install"] = (f"`python3 -m venv --without-pip` {secs((mid - start) / 1e9)} + offline pip install "
-                               f"{secs((end - mid) / 1e9)} of the same wheels")
+    floors.values["install"], floors.notes["install"] = installs.install_floor(host, work, release)
 
 
 def measure_upload_floor(host: PrivateSshd, work: Path, tarball: Path) -> None:
@@ -487,10 +474,25 @@ def main() -> int:
         measure_install_floor(host, work, Path(os.path.realpath(remote_dir / "current")))
         measure_upload_floor(host, work, next((path / "build").glob("*.tar.gz")))
         deploy_row("first deploy", took, out)
+        first = parse_ms(out, "install")
+        row("first deploy: install step against its target", secs(first),
+            f"target ≤ {secs(installs.TARGET_FIRST)}: {'met' if first <= installs.TARGET_FIRST else 'NOT met'} "
+            f"({installs.install_line(out)})")
         took, out = project.make("deploy", remote=True)
         deploy_row("redeploy, unchanged dependencies", took, out)
         smoke_row(project, out)
         upload_row(path, host.host_alias)
+        unchanged = parse_ms(out, "install")
+        with installs.changed_dependencies(path):
+            took, out = project.make("deploy", remote=True)
+        changed = parse_ms(out, "install")
+        unchanged_what = "the unchanged redeploy's install step"
+        sent = (path / "build" / "hosts" / f"{host.host_alias}.upload.tar.gz").stat().st_size
+        row("redeploy, one added and one changed dependency: host `install:` step", secs(changed),
+            f"{against(changed, unchanged, unchanged_what)}, target ≤ "
+            f"{installs.TARGET_RATIO:.0f}×: {'met' if changed <= installs.TARGET_RATIO * unchanged else 'NOT met'} "
+            f"({installs.ADDED} added, {'=='.join(installs.CHANGED)}; {installs.install_line(out)}; "
+            f"upload {sent / 1024:.0f} KiB)")
         timelines = handover_rows(project, port)
         throughput_rows(project, port, remote_dir)
     finally:
