@@ -11,8 +11,8 @@ from pathlib import Path
 def install_as_the_host(release: Path, env: dict[str, str] | None = None) -> dict:
     """RELEASE/venv with every wheel of the release; what wheels.py reported."""
     bundle = release / "deploy" / "remote.sh"  # the host program, zipped after the bootstrap
-    boot = subprocess.run(["python3", "-S", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-                           "from host.wheels import BOOT; print(BOOT)", bundle],
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from host.wheels import BOOT; print(BOOT)"
+    boot = subprocess.run(["python3", "-S", "-c", code, bundle],
                           capture_output=True, text=True, check=True).stdout.strip()
     subprocess.run(["python3", "-m", "venv", "--without-pip", release / "venv"], check=True, env=env)
     (tool,) = (release / "wheels").glob("installer-*.whl")
