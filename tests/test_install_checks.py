@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -78,20 +79,21 @@ def test_a_wheel_installer_cannot_install_fails_the_deploy_before_the_switch(app
     assert app.deploy().returncode == 0 and app.current() not in (running, new)
 
 
-def test_a_tarball_an_ordinary_user_packed_deploys_as_root_with_only_root_owned_files(app, tmp_path):
-    packing = tmp_path / "packing"
-    packing.mkdir()
-    os.chmod(tmp_path, 0o755)
-    folder = release_folder(app)
-    shutil.copytree(folder, packing / folder.name)
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", packing], check=True)
-    tarball = packing / f"{folder.name}-nobody.tar.gz"
-    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    subprocess.run([*as_nobody, "tar", "-C", packing, "-czf", tarball, folder.name], check=True)
-    with tarfile.open(tarball) as tar:
-        assert {m.uid for m in tar.getmembers()} == {NOBODY}  # what tar -x as root would have kept
-    before = app.releases()
-    result = host_deploy(app, tarball)
+def test_a_tarball_an_ordinary_user_packed_deploys_as_root_with_only_root_owned_files(app):
+    packing = Path(tempfile.mkdtemp(prefix="cfd-packed-by-nobody-"))  # pytest's own tmp is root's alone (0700)
+    try:
+        folder = release_folder(app)
+        shutil.copytree(folder, packing / folder.name)
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", packing], check=True)
+        tarball = packing / f"{folder.name}-nobody.tar.gz"
+        as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        subprocess.run([*as_nobody, "tar", "-C", packing, "-czf", tarball, folder.name], check=True)
+        with tarfile.open(tarball) as tar:
+            assert {m.uid for m in tar.getmembers()} == {NOBODY}  # what tar -x as root would have kept
+        before = app.releases()
+        result = host_deploy(app, tarball)
+    finally:
+        shutil.rmtree(packing)
     assert result.returncode == 0, result.stdout + result.stderr
     (new,) = app.releases() - before
     assert app.current() == new == app.release()
