@@ -20,6 +20,7 @@ DATABASE_ONLY = [
     PACKAGE / "backup.py",
     PACKAGE / "migrations",
     Path("tests", "test_notes.py"),
+    Path("tests", "test_backup.py"),
 ]
 POSTGRESQL_ONLY = [Path("tests", "pg_server.py")]
 

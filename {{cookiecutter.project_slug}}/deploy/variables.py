@@ -18,9 +18,11 @@ RULES = {  # variable: (pattern, what it must be)
     "REMOTE_DIR": (r"[A-Za-z0-9._/-]+", "a path of letters, digits and ._/-"),
     "HOST_PYTHON": (r"[A-Za-z0-9._/+-]*", "a command or path of letters, digits and ._/+-"),
     "CONFIRM": (r"1?", "1 or nothing"),
+    "FORCE": (r"1?", "1 or nothing"),
 }
 NUMBERS = ("PORT", "KEEP_RELEASES", "LOG_MAX_KB", "LOG_KEEP", "SSH_PORT", "LINES", "MEMORY_MAX_KB", "TASKS_MAX")
-OPTIONAL = ("REMOTE_USER", "SSH_PORT", "HOST_PYTHON", "CONFIRM")
+AT_LEAST_1 = ("KEEP_RELEASES", "LOG_KEEP")  # 0 would keep no release (or log) at all
+OPTIONAL = ("REMOTE_USER", "SSH_PORT", "HOST_PYTHON", "CONFIRM", "FORCE")
 
 
 def problems(values: dict[str, str], goal: str = "deploy") -> list[str]:
@@ -37,6 +39,8 @@ def problems(values: dict[str, str], goal: str = "deploy") -> list[str]:
                 found.append(f"{name} must be a number, got {value!r}")
             elif name in ("PORT", "SSH_PORT") and not 1 <= int(value) <= 65535:
                 found.append(f"{name} must be between 1 and 65535, got {value}")
+            elif name in AT_LEAST_1 and int(value) < 1:
+                found.append(f"{name} must be at least 1 (as in the INI files), got {value}")
         elif name in RULES:
             pattern, what = RULES[name]
             if value.startswith("-") or not re.fullmatch(pattern, value):

@@ -44,3 +44,14 @@ def test_every_problem_at_once():
     said = variables.problems({"REMOTE_HOST": "", "PORT": "x", "APP_ENV": "prod"}, "status")
     assert said == [("REMOTE_HOST is not set: give it (make status REMOTE_HOST=host) or set host in [deploy] of "
                      "config/prod.ini"), "PORT must be a number, got 'x'"]
+
+
+@pytest.mark.parametrize("name", ["KEEP_RELEASES", "LOG_KEEP"])
+def test_zero_kept_releases_or_logs_is_refused_as_in_the_ini(name):
+    assert variables.problems({name: "0"}) == [f"{name} must be at least 1 (as in the INI files), got 0"]
+    assert variables.problems({name: "1"}) == []
+
+
+def test_force_is_1_or_nothing():
+    assert variables.problems({"FORCE": "1"}) == variables.problems({"FORCE": ""}) == []
+    assert variables.problems({"FORCE": "yes"}) == ["FORCE must be 1 or nothing, got 'yes'"]

@@ -30,7 +30,7 @@ RESULT = "deploy-result: "  # the host's result line (REPORT=json): data for us,
 # The host variables (deploy/host/context.py: Settings), by the make variable they come from.
 HOST_VARIABLES = {"APP_ENV": "APP_ENV", "PORT": "PORT", "KEEP_RELEASES": "KEEP_RELEASES", "LINES": "LINES",
                   "HOST_PYTHON": "PYTHON", "LOG_MAX_KB": "LOG_MAX_KB", "LOG_KEEP": "LOG_KEEP",
-                  "FOLLOW": "FOLLOW", "SKIP_RELEASE_COMMAND": "SKIP_RELEASE_COMMAND", "CONFIRM": "CONFIRM",
+                  "FOLLOW": "FOLLOW", "SKIP_RELEASE_COMMAND": "SKIP_RELEASE_COMMAND", "CONFIRM": "CONFIRM", "FORCE": "FORCE",
                   "MEMORY_MAX_KB": "MEMORY_MAX_KB", "TASKS_MAX": "TASKS_MAX"}
 
 

@@ -12,6 +12,7 @@ warning, never silently.
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -29,12 +30,18 @@ def database_url(env: str) -> str:
     return str(load_config(env)["database"]["url"])
 
 
-def _libpq_url(url: str) -> str:
-    """pg_dump speaks libpq: postgresql+psycopg://… becomes postgresql://…"""
+def _libpq(url: str) -> tuple[str, dict[str, str]]:
+    """pg_dump and pg_restore speak libpq: postgresql+psycopg://… becomes postgresql://…,
+    and the password goes into their environment (PGPASSWORD), never onto their command
+    line, which every account on the host can read (ps, /proc/*/cmdline)."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    env = dict(os.environ)
+    if parsed.password is not None:
+        env["PGPASSWORD"] = str(parsed.password)
+    # URL.set() takes None for "unchanged": _replace (a NamedTuple's) is what drops the password.
+    return parsed.set(drivername="postgresql")._replace(password=None).render_as_string(hide_password=False), env
 
 
 def backup(env: str, target: Path) -> str:
@@ -55,8 +62,9 @@ def backup(env: str, target: Path) -> str:
         return f"backed up {source} to {target}"
     if shutil.which("pg_dump") is None:
         return "warning: no backup: pg_dump is not installed on this host (apt-get install postgresql-client)"
-    done = subprocess.run(["pg_dump", "--format=custom", f"--file={target}", f"--dbname={_libpq_url(url)}"],
-                          capture_output=True, text=True, check=False)
+    dbname, env = _libpq(url)
+    done = subprocess.run(["pg_dump", "--format=custom", f"--file={target}", f"--dbname={dbname}"],
+                          capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         target.unlink(missing_ok=True)
         raise BackupError(f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
@@ -110,6 +118,21 @@ def sqlite_at_head(url: str) -> bool:
     database = _sqlite_file(url)
     if database is None or not Path(database).is_file():
         return False
+    known = migration_revisions()
+    if known is None:
+        return False
+    revisions, parents = known
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            current = {row[0] for row in connection.execute("SELECT version_num FROM alembic_version")}
+    except sqlite3.Error:
+        return False
+    return bool(current) and current == revisions - parents
+
+
+def migration_revisions() -> tuple[set[str], set[str]] | None:
+    """Every revision in migrations/versions/, and every one some other revision follows,
+    from the files' literal `revision` and `down_revision`; None when one is not literal."""
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
@@ -120,18 +143,55 @@ def sqlite_at_head(url: str) -> bool:
                 try:
                     found[target.id] = ast.literal_eval(node.value)
                 except ValueError:
-                    return False
+                    return None
         if not isinstance(found.get("revision"), str):
-            return False
+            return None
         revisions.add(found["revision"])
         down = found.get("down_revision")
         parents.update([down] if isinstance(down, str) else down or ())
-    try:
-        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
-            current = {row[0] for row in connection.execute("SELECT version_num FROM alembic_version")}
-    except sqlite3.Error:
-        return False
-    return bool(current) and current == revisions - parents
+    return revisions, parents
+
+
+def backup_revisions(url: str, source: Path) -> set[str]:
+    """The schema revisions (Alembic's alembic_version) a backup file holds: none for a
+    database no migration has touched."""
+    if url.startswith("sqlite"):
+        try:
+            with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as connection:
+                return {row[0] for row in connection.execute("SELECT version_num FROM alembic_version")}
+        except sqlite3.Error as exc:
+            if "no such table" in str(exc):
+                return set()
+            raise BackupError(f"{source} is not a SQLite backup ({exc})") from None
+    if shutil.which("pg_restore") is None:
+        raise BackupError("pg_restore is not installed on this host (apt-get install postgresql-client)")
+    listed = subprocess.run(["pg_restore", "--data-only", "--table=alembic_version", "--file=-", str(source)],
+                            capture_output=True, text=True, check=False)
+    if listed.returncode != 0:
+        raise BackupError(f"{source} is not a pg_dump backup ({listed.stderr.strip()[-200:]})")
+    lines, revisions, copying = listed.stdout.splitlines(), set(), False
+    for line in lines:
+        if line.startswith("COPY ") and "alembic_version" in line:
+            copying = True
+        elif copying and line == "\\.":
+            copying = False
+        elif copying and line:
+            revisions.add(line.split("\t")[0])
+    return revisions
+
+
+def check_restore(env: str, source: Path) -> str:
+    """Refuse a backup whose schema revision this release's migrations do not know (a newer
+    release's data: this code would run on a schema it was not written for)."""
+    if not source.is_file():
+        raise BackupError(f"no backup {source}")
+    known = migration_revisions()
+    found = backup_revisions(database_url(env), source)
+    unknown = sorted(found - known[0]) if known is not None else []
+    if unknown:
+        raise BackupError(f"{source.name} holds schema revision {', '.join(unknown)}, which this release's "
+                          "migrations do not know (a newer release's data?): restore it with FORCE=1 if you mean it")
+    return f"{source.name}: schema revision {', '.join(sorted(found)) or 'none'}, known to this release"
 
 
 def restore(env: str, source: Path) -> str:
@@ -147,8 +207,9 @@ def restore(env: str, source: Path) -> str:
         return f"restored {parsed.database} from {source}"
     if shutil.which("pg_restore") is None:
         raise BackupError("pg_restore is not installed on this host (apt-get install postgresql-client)")
+    dbname, env = _libpq(url)
     done = subprocess.run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-                           f"--dbname={_libpq_url(url)}", str(source)], capture_output=True, text=True, check=False)
+                           f"--dbname={dbname}", str(source)], capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise BackupError(f"pg_restore failed: {done.stderr.strip()[-300:]}")
     return f"restored {parsed.render_as_string(hide_password=True)} from {source}"

@@ -120,6 +120,8 @@ def database_backup(args: argparse.Namespace) -> int:
             return backup.migrate(env, Path(target) if target else None)
         if args.command == "db-backup":
             print(backup.backup(args.env, args.to))
+        elif args.check:
+            print(backup.check_restore(args.env, args.source))
         else:
             print(backup.restore(args.env, args.source))
     except (backup.BackupError, ConfigError, sqlite3.Error, OSError) as exc:
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     restore = commands.add_parser("db-restore", help="replace the database of --env with a backup (remote.sh)")
     restore.add_argument("--env", choices=ENVIRONMENTS, required=True)
     restore.add_argument("--from", dest="source", type=Path, required=True)
+    restore.add_argument("--check", action="store_true", help="only check that this release knows the backup's "
+                         "schema revision (the host does, unless FORCE=1)")
     migrate = commands.add_parser("migrate", help="apply pending migrations after a backup (the deploy's release command)")
     migrate.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
     migrate.add_argument("--backup", type=Path, help="back up here first, when a migration is pending "

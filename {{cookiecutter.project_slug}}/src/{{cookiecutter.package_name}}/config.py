@@ -34,8 +34,31 @@ def is_secret(key: str) -> bool:
 
 
 def hide_password(value: str) -> str:
-    """`value` with the password of any URL in it replaced by ***, for showing a database URL."""
-    return re.sub(r"(://[^/?#@:]*:)[^/?#@]*@", r"\1***@", value)
+    """`value` with the password of a URL in it replaced by ***, for showing a database URL.
+
+    SQLAlchemy's own rendering where it is installed and reads the URL as we do; else, and
+    for a password with an unquoted @ (SQLAlchemy would take the rest for the host), all
+    between the user's ":" and the last "@" goes: never a part of the password shown."""
+    scheme, sep, rest = value.partition("://")
+    authority = rest.split("?", 1)[0]
+    if not sep or "@" not in authority:
+        return value
+    userinfo, _, host = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        return value
+    try:
+        from sqlalchemy.engine import make_url
+    except ImportError:  # config.py as a script (-S), or a project without a database
+        make_url = None
+    if make_url is not None:
+        try:
+            url = make_url(value)
+        except Exception:  # noqa: BLE001 (any parse failure: the careful way below)
+            url = None
+        if url is not None and url.password == password and url.username == user:
+            return url.render_as_string(hide_password=True)
+    return f"{scheme}://{user}:***@{host}{rest[len(authority):]}"
 
 
 def _bool(raw: str) -> bool:
@@ -157,6 +180,10 @@ def _database_url(raw: str) -> str:
 {%- endif %}
 
 
+# What the host-local file (shared/local.ini, the app's own account's to write) may not set.
+NOT_LOCAL = {("deploy", "release_command"): "it runs at every deploy; set it in config/<env>.ini, in git"}
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Empty means "not set here" (for ssh settings: let ssh and ~/.ssh/config decide)."""
     return lambda raw: parse(raw) if raw.strip() else ""
@@ -205,6 +232,7 @@ class ConfigError(Exception):
 class Config:
     env: str
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployed: bool = False  # on a host: remote.sh set the shared directory
     sources: list[str] = field(default_factory=list)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)  # where each value was set
 
@@ -296,6 +324,9 @@ def load_config(
                 if key not in SCHEMA[section]:
                     errors.append(f"{value[1]}: [{section}] unknown key {key!r}")
                     continue
+                if path == local_file and (section, key) in NOT_LOCAL:
+                    errors.append(f"{value[1]}: [{section}] {key} cannot be set in the host-local file: {NOT_LOCAL[section, key]}")
+                    continue
                 merged.setdefault(section, {})[key] = value
     for section, keys in SCHEMA.items():
         for key in keys:
@@ -303,7 +334,7 @@ def load_config(
             if variable in environ:
                 merged.setdefault(section, {})[key] = (environ[variable], f"environment variable {variable}")
 
-    config = Config(env=env, sources=[_display(p) for p in files])
+    config = Config(env=env, sources=[_display(p) for p in files], deployed=bool(environ.get(SHARED_DIR_VAR)))
     looked_in = ", ".join(config.sources)
     for section, keys in SCHEMA.items():
         config.values[section] = {}
@@ -325,12 +356,14 @@ def load_config(
 
 
 def runtime_errors(config: Config) -> list[str]:
-    """What stops the app from serving, beyond the schema: prod needs a real secret key{{ '' if cookiecutter.database == 'none' else ', and every
+    """What stops the app from serving, beyond the schema: prod, and every environment on a
+    deployed host, needs a real secret key{{ '' if cookiecutter.database == 'none' else ', and every
     environment a database URL' }}."""
     problems = []
-    if config.env == "prod" and config["app"]["secret_key"] in PLACEHOLDER_SECRETS:
+    if (config.env == "prod" or config.deployed) and config["app"]["secret_key"] in PLACEHOLDER_SECRETS:
+        where = f"{config.env} on a deployed host" if config.deployed else "prod"
         problems.append(
-            "[app] secret_key is missing or a placeholder for prod: set it in the host-local "
+            f"[app] secret_key is missing or a placeholder for {where}: set it in the host-local "
             f"file ({LOCAL_CONFIG_VAR}, shared/local.ini on a deployed host)"
         )
 {%- if cookiecutter.database != "none" %}
