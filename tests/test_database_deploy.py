@@ -7,7 +7,9 @@ test_database.py.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -147,6 +149,82 @@ def test_db_backup_and_a_confirmed_restore_bring_the_data_back(app):
     assert missing_one.returncode != 0 and "no backup nope.backup" in missing_one.stderr
 
 
+def processes(*words: str) -> list[int]:
+    """The pids whose command line holds every one of WORDS."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and all(word in line for word in words):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for_process(*words: str, seconds: float = 60) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = processes(*words)
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no process with {words} within {seconds}s")
+
+
+def test_db_restore_backs_up_first_and_refuses_an_unknown_schema_unless_forced(app):
+    app.make("start")
+    name = re.search(r"^backup: (manual-\S+\.backup) ", app.make("db-backup").stdout, re.M)[1]
+    add_note(app, "after the backup")
+    data = notes(app)
+    restored = app.make("db-restore", BACKUP=name, CONFIRM="1")
+    before = re.search(r"^backup of the data before the restore: (manual-\d{8}T\d{6}Z-before-restore\.backup)$",
+                       restored.stdout, re.M)
+    assert before and before[1] in backups(app), output(restored)
+    with sqlite3.connect(app.dir / "shared" / "backups" / before[1]) as saved:  # the data a wrong BACKUP= replaced
+        assert [row[0] for row in saved.execute("SELECT text FROM note ORDER BY id")] == data
+    # A newer release's data: its schema revision is unknown to this release's migrations.
+    future = app.dir / "shared" / "backups" / "manual-future.backup"
+    future.write_bytes((app.dir / "shared" / "backups" / name).read_bytes())
+    with sqlite3.connect(future) as saved:
+        saved.execute("UPDATE alembic_version SET version_num = '0099_future'")
+    serving, master = notes(app), app.pid()
+    refused = app.make("db-restore", check=False, BACKUP=future.name, CONFIRM="1")
+    assert refused.returncode != 0 and ("manual-future.backup holds schema revision 0099_future, which this release's "
+                                        "migrations do not know") in refused.stderr and "FORCE=1" in refused.stderr
+    assert "nothing was changed" in refused.stderr and "Traceback" not in output(refused)
+    assert app.pid() == master and notes(app) == serving  # never stopped
+    forced = app.make("db-restore", BACKUP=future.name, CONFIRM="1", FORCE="1")
+    assert "started release" in forced.stdout, output(forced)
+    app.make("db-restore", BACKUP=before[1], CONFIRM="1")  # the data as it was, for the tests after this one
+    assert notes(app) == data
+    assert app.make("db-restore", check=False, BACKUP=name, CONFIRM="1", FORCE="yes").returncode == 2
+
+
+def test_an_interrupted_db_restore_leaves_the_app_started(app, tmp_path):
+    app.make("start")
+    data = notes(app)
+    name = re.search(r"^backup: (manual-\S+\.backup) ", app.make("db-backup").stdout, re.M)[1]
+    # FORCE=1: no revision check first (the test above's), so the one restore process is the restore.
+    proc = app.popen_make("db-restore", f"BACKUP={name}", "CONFIRM=1", "FORCE=1", log=tmp_path / "restore.log")
+    try:
+        # The restore itself (the app's own command), held still; then TERM to the host program.
+        restore = wait_for_process("/venv/bin/my_flask_app", "db-restore", "--from", name)
+        os.kill(restore, signal.SIGSTOP)
+        # the host program is Python (the local ssh client's command line names remote.sh too)
+        (host_program,) = [pid for pid in processes(f"{app.dir}/remote.sh", "db_restore")
+                           if "python" in cmdline(pid).split()[0]]
+        os.kill(host_program, signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = (tmp_path / "restore.log").read_text()
+    assert proc.returncode != 0 and "started release" in said, said
+    assert app.release() == app.current() and notes(app) == data
+    assert processes("/venv/bin/my_flask_app", "db-restore", "--from", name) == []  # not left stopped
+
+
 def test_a_failing_migration_keeps_the_old_release_and_names_the_backup(app, baked_project):
     app.make("start")
     serving, data = app.current(), notes(app)
@@ -219,3 +297,40 @@ def test_postgresql_url_set_on_the_host_migrates_and_keeps_data(pg_project, post
     assert "pw-" not in shown and re.search(r"^url = postgresql\+psycopg://postgres:\*\*\*@127\.0\.0\.1", shown, re.M), shown
     for release in (app.dir / "releases").iterdir():  # the URL is only on the host
         assert not subprocess.run(["grep", "-rqF", url.split("@")[0], str(release / "config")]).returncode == 0
+    # pg_dump and pg_restore get the password in their environment, never on their command
+    # line, which every account can read: a db-backup held still on a table lock is looked at.
+    password = url.split(":")[2].split("@")[0]
+    holder = subprocess.Popen([str(pg_project / ".venv" / "bin" / "python"), "-c", LOCK_NOTES], env={**os.environ, "URL": url},
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        backup = app.popen_make("db-backup", log=pg_project / "db-backup.log")
+        try:
+            dump = wait_for_process("pg_dump", "--format=custom", seconds=60)
+            seen = [line for line in (cmdline(pid) for pid in processes("")) if password in line]
+            assert "127.0.0.1" in cmdline(dump) and password not in cmdline(dump)
+            assert seen == [], seen
+        finally:
+            holder.stdin.close()  # the lock goes: the backup finishes
+            assert backup.wait(60) == 0, (pg_project / "db-backup.log").read_text()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "backup: manual-" in (pg_project / "db-backup.log").read_text()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# Holds the notes table until stdin closes: a pg_dump waits for it, visible in /proc meanwhile.
+LOCK_NOTES = """
+import os, sys, psycopg
+with psycopg.connect(os.environ["URL"]) as connection:
+    connection.execute("LOCK TABLE note IN ACCESS EXCLUSIVE MODE")
+    print("locked", flush=True)
+    sys.stdin.read()
+"""

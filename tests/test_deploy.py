@@ -180,8 +180,9 @@ def test_stop_start_are_idempotent_and_logs_show_gunicorn(serving):
     ({"REMOTE_USER": "a'$(touch {marker})'"}, ["REMOTE_USER must be a user name"]),
     ({"LINES": "1;touch {marker}"}, ["LINES must be a number"]),
     ({"APP_ENV": "prod;touch {marker}"}, ["APP_ENV must be an environment name"]),
+    ({"KEEP_RELEASES": "0"}, ["KEEP_RELEASES must be at least 1"]),
 ], ids=["no-REMOTE_HOST", "PORT=abc", "PORT=70000", "REMOTE_HOST=code", "REMOTE_HOST=option", "REMOTE_USER=code",
-        "LINES=code", "APP_ENV=code"])
+        "LINES=code", "APP_ENV=code", "KEEP_RELEASES=0"])
 def test_bad_variables_stop_before_ssh(fresh_app, monkeypatch, tmp_path, target, overrides, words):
     """Each is named; none reaches a shell as code (the marker file is never made)."""
     monkeypatch.delenv("REMOTE_HOST", raising=False)
@@ -232,6 +233,28 @@ def write_lock(app: App, pid: int, who: str) -> None:
         f"who={who}\nwhen=2026-01-01T00:00:00Z\nversion=my-flask-app-0.0.9.tar.gz\npid={pid}\n")
 
 
+def test_the_smoke_boots_socket_is_the_apps_alone(serving):
+    """The new release answers on its private socket before the switch: no other account on
+    the host may reach it (it was mode 0777 in a shared directory)."""
+    app = serving
+    sock = app.dir / "shared" / "run" / "smoke" / "smoke.sock"
+    command = ["make", "--no-print-directory", "deploy", *(f"{k}={v}" for k, v in app.vars.items())]
+    deploy = subprocess.Popen(command, cwd=app.project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def seen():
+            try:
+                return sock.is_socket() and (sock.stat().st_mode & 0o777, sock.parent.stat().st_mode & 0o777)
+            except FileNotFoundError:  # gone again meanwhile
+                return None
+        modes = wait_for(seen, 180, "the smoke boot's socket", 0.002)
+        out = deploy.communicate(timeout=300)[0]
+    finally:
+        if deploy.poll() is None:
+            deploy.kill()
+    assert deploy.returncode == 0, out
+    assert modes[0] & 0o077 == 0 and modes[1] == 0o700, [oct(m) for m in modes]
+
+
 def test_a_running_deploy_holds_the_lock(serving):
     app = serving
     before = app.release()
@@ -267,7 +290,7 @@ def test_a_running_deploy_holds_the_lock(serving):
 def test_a_live_lock_refuses_a_deploy_and_make_unlock_removes_it(serving):
     app = serving
     before = app.release()
-    holder = subprocess.Popen(["sh", "-c", "sleep 60; :", "remote.sh"])  # looks like a deploy
+    holder = subprocess.Popen(["sh", "-c", "sleep 300; :", "remote.sh"])  # looks like a deploy (a slow host: 300)
     try:
         wait_for(lambda: "remote.sh" in cmdline(holder.pid), 10, "the holder to start")
         write_lock(app, holder.pid, "alice@laptop")
@@ -278,6 +301,11 @@ def test_a_live_lock_refuses_a_deploy_and_make_unlock_removes_it(serving):
         assert f"pid={holder.pid}" in app.lock_info()  # the refused deploy left the lock alone
         assert app.release() == before
         assert holder.poll() is None
+        master = app.pid()
+        for target in ("stop", "start"):  # neither crosses a deploy's switch and hand-over
+            refused = app.make(target, check=False)
+            assert refused.returncode != 0 and "another deploy holds the lock" in refused.stderr, target
+        assert app.pid() == master and app.release() == before
 
         unlock = app.make("unlock")
         assert "removing deploy lock (who=alice@laptop" in unlock.stdout

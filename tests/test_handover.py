@@ -321,7 +321,7 @@ def test_host_script_killed_mid_deploy_leaves_a_stale_lock(app: App, tmp_path: P
     gunicorn.pid.2, the old one still runs)."""
     before = app.current()
     log = tmp_path / "deploy.log"
-    marker = app.pidfile.with_name("gunicorn.pid.2" if window == "handover" else "smoke.pid")
+    marker = app.run_dir / ("gunicorn.pid.2" if window == "handover" else "smoke/smoke.pid")
     # The last test's hand-over may still be finishing (its old master drains, then the new
     # one renames .2 away): a marker left from it would be taken for this deploy's.
     wait_for(lambda: not marker.exists(), 60, f"{marker} of the previous deploy to go", 0.05)

@@ -76,7 +76,7 @@ def test_no_two_releases_share_a_writable_file(app):
 
 
 def test_a_corrupt_cache_entry_is_caught_and_sent_again(app):
-    cache = app.dir / "shared" / "wheels"
+    cache = app.dir / "state" / "wheels"
     flask_wheel = next(p for p in (app.dir / "current" / "wheels").glob("flask-*.whl"))
     digest = hashlib.sha256(flask_wheel.read_bytes()).hexdigest()
     entry = cache / digest

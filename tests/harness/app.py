@@ -243,7 +243,7 @@ class App:
             time.sleep(0.2)
         result = self.make("stop", check=False) if (self.dir / "remote.sh").exists() else None
         leftovers = []
-        for name in ("gunicorn.pid", "gunicorn.pid.2", "smoke.pid"):
+        for name in ("gunicorn.pid", "gunicorn.pid.2", "smoke/smoke.pid"):
             try:
                 pid = int((self.run_dir / name).read_text().strip())
             except (OSError, ValueError):

@@ -37,7 +37,7 @@ except ImportError as exc:
     has_venv = str(exc) or "no venv module"
 app = os.environ["APP_DIR"]
 try:
-    cached = sorted(os.listdir(os.path.join(app, "shared", "wheels")))  # the upload leaves these out
+    cached = sorted(os.listdir(os.path.join(app, "state", "wheels")))  # the upload leaves these out
 except OSError:
     cached = []
 current = os.path.join(app, "current")

@@ -1,21 +1,13 @@
 """As root, the app runs as an account of its own that owns shared/ (logs, run, data and
-local.ini), which is all it may write; releases stay root's and read-only to it. What root
-does in shared/ never follows a link (that account could have planted it)."""
-import os
+local.ini), which is all it may write; releases and state/ stay root's, read-only or closed
+to it. What root does in shared/ never follows a link (that account could have planted it):
+host/safe.py."""
 import pwd
 import subprocess
 from pathlib import Path
 
-from host import DIST
+from host import DIST, safe
 from host.context import Failure, Host
-
-
-def chown_tree(top: Path, uid: int, gid: int) -> None:
-    """TOP and all below it, links themselves and never what they point to."""
-    os.chown(top, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(top):  # os.walk does not descend into links
-        for name in (*dirs, *files):
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 def ensure_app_user(host: Host) -> None:
@@ -31,7 +23,7 @@ def ensure_app_user(host: Host) -> None:
             raise Failure(f"cannot create the account {user} for the app") from None
         host.say(f"  created the system account {user}: the app runs as it, not as root")
     account = pwd.getpwnam(user)
-    chown_tree(host.shared, account.pw_uid, account.pw_gid)
+    safe.chown_root_leftovers(host.shared, account.pw_uid, account.pw_gid)
     if subprocess.run([*host.service.as_app, "test", "-r", str(host.app / "remote.sh")], check=False).returncode:
         raise Failure(f"the app runs as {user}, which cannot read {host.app} (under /root?): deploy to a directory "
                       f"it can reach, e.g. REMOTE_DIR=/srv/{DIST}")
@@ -40,10 +32,8 @@ def ensure_app_user(host: Host) -> None:
 def app_dir_for(host: Host, path: Path) -> Path:
     """A directory in shared/ for the app to write (backups): made, the app's as root, and
     refused when it is a link."""
-    if path.is_symlink():
-        raise Failure(f"{path} is a link: the deploy will not follow it; remove it")
-    path.mkdir(exist_ok=True)
-    if host.service.kind == "system":
-        account = pwd.getpwnam(host.service.app_user)
-        os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+    try:
+        safe.make_dir(host.shared, str(path.relative_to(host.shared)), 0o700, host.app_owner())
+    except safe.Unsafe:
+        raise Failure(f"{path} is a link or a file: the deploy will not follow it; remove it") from None
     return path

@@ -13,7 +13,7 @@ class Command:
     help: str
     arguments: tuple = ()  # (flags, argparse keywords) pairs
     target: bool = False  # a make target of the same name runs it (make help shows its help)
-    recorded: bool = False  # changes what runs: one line in shared/deploys.log
+    recorded: bool = False  # changes what runs: one line in state/deploys.log
     context: bool = True  # needs the app's directory and settings (a Host)
 
 

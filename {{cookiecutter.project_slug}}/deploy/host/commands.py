@@ -1,5 +1,5 @@
 """The host commands. Those marked target=True are make targets of the same name (make help
-shows their help); recorded=True ones add a line to shared/deploys.log."""
+shows their help); recorded=True ones add a line to state/deploys.log."""
 import base64
 import os
 import secrets
@@ -7,9 +7,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
-from host import PACKAGE, VARS, sandbox
+from host import DIST, PACKAGE, VARS, safe, sandbox
 from host.cli import arg, command
 from host.context import Failure, Host
 from host.install import install
@@ -54,12 +53,8 @@ def ensure_local_ini(host: Host) -> None:
     local = host.shared / "local.ini"
     if local.exists() or local.is_symlink():
         return
-    tmp = host.shared / "local.ini.tmp"
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"# Host-local settings, never overwritten by a deploy.\n[app]\nsecret_key = {secrets.token_hex(32)}\n")
-    os.replace(tmp, local)
+    safe.write_text(host.shared, "local.ini", "# Host-local settings, never overwritten by a deploy.\n"
+                    f"[app]\nsecret_key = {secrets.token_hex(32)}\n", 0o600, host.app_owner())
     host.say(f"  wrote {local} with a generated secret_key (mode 0600)")
 
 
@@ -108,6 +103,7 @@ def cmd_rollback(host: Host, args) -> None:
 @command("start", "start the current release (no-op when it runs); under systemd it starts at boot again",
          target=True, recorded=True)
 def cmd_start(host: Host, args=None) -> None:
+    host.take_lock("start")  # a deploy's hand-over and a start must not cross
     pid = master(host)
     if pid:
         host.say(f"already running: release {host.current_id()}, pid {pid}")
@@ -128,16 +124,17 @@ def cmd_start(host: Host, args=None) -> None:
 @command("stop", "stop gracefully (TERM, then KILL after the timeout); under systemd it stays stopped across reboots",
          target=True, recorded=True)
 def cmd_stop(host: Host, args=None) -> None:
+    host.take_lock("stop")
     pid = master(host)
     if not pid:
         stop_service(host)
-        host.pidfile.unlink(missing_ok=True)
+        safe.unlink(host.shared, "run/gunicorn.pid")
         host.say("not running")
         return
     stop_handover_child(host, pid)  # else it would take over once its parent is gone
     stop_service(host)
     stop_pid(pid, host.settings.stop_timeout, host.say)
-    host.pidfile.unlink(missing_ok=True)
+    safe.unlink(host.shared, "run/gunicorn.pid")
     host.say(f"stopped (was pid {pid})")
 
 
@@ -195,9 +192,11 @@ def cmd_logs(host: Host, args) -> None:
     if not log.exists():
         host.say(f"no log yet in {host.log_dir}")
         return
-    tail = ["tail", "-n", str(host.settings.lines), *(["-F"] if host.settings.follow else []), str(log)]
+    # As the app's account: the log is the app's file, which as root could be a link to any.
+    tail = [*host.service.as_app, "tail", "-n", str(host.settings.lines), *(["-F"] if host.settings.follow else []),
+            str(log)]
     default_signals()  # a closed ssh connection ends a follow
-    os.execvp("tail", tail)
+    os.execvp(tail[0], tail)
 
 
 @command("releases", "list the releases on the host, marking current", target=True)
@@ -213,9 +212,9 @@ def cmd_releases(host: Host, args) -> None:
 
 @command("history", "the last LINES deploys, rollbacks, restarts, stops and starts on the host", target=True)
 def cmd_history(host: Host, args) -> None:
-    log = host.shared / "deploys.log"
+    log = host.state / "deploys.log"
     try:
-        lines = log.read_text(errors="replace").splitlines() if not log.is_symlink() else []
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
         lines = []
     if not lines:
@@ -347,72 +346,6 @@ def cmd_config_show(host: Host, args) -> int:
                    str(host.shared / "local.ini")).returncode
 
 
-# --- the database: a backup on demand, and restores -------------------------------------------------
-
-
-def has_database(directory) -> bool:
-    """Does the release keep data? (database projects ship backup.py)"""
-    return any(directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/backup.py"))
-
-
-def backup_database(host: Host, directory, name: str) -> str | None:
-    """A backup into shared/backups/NAME.backup with the release's code; its name, or None
-    when there was nothing to back up yet (the reason is printed)."""
-    from host.accounts import app_dir_for
-    if not has_database(directory):
-        return None
-    backups = app_dir_for(host, host.shared / "backups")
-    target = backups / f"{name}.backup"
-    done = app_cli(host, str(directory), "db-backup", "--env", host.settings.env, "--to", str(target), capture=True)
-    said = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        raise Failure(f"the database backup failed ({said}); nothing was migrated or switched")
-    host.say(f"  {said}")
-    return target.name if target.is_file() else None
-
-
-@command("db_backup", "a backup of the database now, named manual-<UTC time> (make db-backup)")
-def cmd_db_backup(host: Host, args) -> None:
-    host.need_current()
-    backup = backup_database(host, host.current_dir(), f"manual-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-    if backup:
-        host.say(f"backup: {backup} (make db-restore BACKUP={backup} CONFIRM=1 brings it back)")
-
-
-@command("db_restore", "stop the app, restore a backup from shared/backups/, start it again (make db-restore)",
-         arg("backup", nargs="?", default=""), recorded=True)
-def cmd_db_restore(host: Host, args) -> None:
-    host.need_current()
-    if not has_database(host.current_dir()):
-        raise Failure("this app has no database")
-    backups = host.shared / "backups"
-    names = sorted(os.listdir(backups), key=lambda n: -(backups / n).stat().st_mtime) if backups.is_dir() else []
-    name = args.backup
-    if not name or "/" in name or name.startswith("."):
-        host.say(f"backups in {backups}:")
-        for each in names:
-            host.say(each)
-        raise Failure("give BACKUP=<one of the names above>")
-    if not (backups / name).is_file() or (backups / name).is_symlink():
-        for each in names:
-            host.say(each)
-        raise Failure(f"no backup {name} in {backups} (those above are there)")
-    if not host.settings.confirm:
-        raise Failure(f"db-restore replaces the database with {name} and stops the app meanwhile: run it with CONFIRM=1")
-    host.take_lock("db-restore")
-    cmd_stop(host)
-    directory = str(host.current_dir())
-    done = app_cli(host, directory, "db-restore", "--env", host.settings.env, "--from", str(backups / name),
-                   capture=True)
-    said = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        host.say(said, err=True)
-        cmd_start(host)
-        raise Failure(f"the restore of {name} failed; the app was started again on the database as it was")
-    host.say(said)
-    cmd_start(host)
-
-
 # --- what the host has ---------------------------------------------------------------------------
 
 NEARLY_FULL_MIB = 200  # below this free, check-host fails: a deploy needs room for a release
@@ -450,4 +383,5 @@ def cmd_check_host(host: Host, args) -> int:
     return 0
 
 
+from host import database  # noqa: F401 (registers the database commands, which use those above)
 from host import plan  # noqa: F401 (registers make plan's command, in a module of its own)

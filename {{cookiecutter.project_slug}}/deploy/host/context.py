@@ -4,13 +4,15 @@ import argparse
 import errno
 import json
 import os
+import pwd
+import shutil
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from host import VARS
+from host import VARS, safe
 from host.systemd import Service
 
 
@@ -50,6 +52,7 @@ class Settings:
     lines: int = 100
     follow: bool = False
     confirm: bool = False
+    force: bool = False  # db-restore: a backup of a schema revision this release does not know
     skip_release_command: bool = False
 
     @classmethod
@@ -60,6 +63,8 @@ class Settings:
         port = number(environ, "PORT", None)
         if port is not None and not 1 <= port <= 65535:
             raise Failure(f"PORT must be between 1 and 65535, got {port}")
+        if number(environ, "KEEP_RELEASES", 5) < 1:
+            raise Failure("KEEP_RELEASES must be at least 1, got 0")
         return cls(
             app_dir=Path(app_dir if app_dir.startswith("/") else os.path.join(environ.get("HOME", "/"), app_dir)),
             env=environ.get("APP_ENV") or "prod", port=port, keep=number(environ, "KEEP_RELEASES", 5),
@@ -69,7 +74,7 @@ class Settings:
             memory_max_kb=number(environ, "MEMORY_MAX_KB", None), tasks_max=number(environ, "TASKS_MAX", None),
             who=environ.get("DEPLOY_WHO") or "unknown", host_name=environ.get("REMOTE_HOST") or socket.gethostname(),
             lines=number(environ, "LINES", 100), follow=bool(environ.get("FOLLOW")),
-            confirm=environ.get("CONFIRM") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")))
+            confirm=environ.get("CONFIRM") == "1", force=environ.get("FORCE") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")))
 
 
 def seconds(ms: float) -> str:
@@ -104,6 +109,9 @@ class Host:
         self.current = self.app / "current"
         self.lock = self.app / ".deploy.lock"
         self.pidfile = self.run_dir / "gunicorn.pid"
+        # Root's own state, beside shared/ and never in it: the app's account owns shared/
+        # in a root deploy, and root trusts what is here (history, port, wheels, smoke socket).
+        self.state = self.app / "state"
 
     @classmethod
     def from_environment(cls, command: str) -> "Host":
@@ -130,22 +138,62 @@ class Host:
 
     def tail_log(self, log: Path) -> None:
         self.say(f"--- last lines of {log}:", err=True)
-        try:
-            lines = log.read_text(errors="replace").splitlines()[-20:]
+        try:  # the app's file: never through a link it planted
+            fd = safe.open_file(log.parent, log.name, os.O_RDONLY)
         except OSError:
             return
+        with os.fdopen(fd, "rb") as handle:
+            handle.seek(max(0, os.fstat(fd).st_size - 65536))
+            lines = handle.read().decode(errors="replace").splitlines()[-20:]
         for line in lines:
             self.say(line, err=True)
 
     # --- paths and releases ----------------------------------------------------------------
 
     def make_dirs(self) -> None:
-        for path in (self.releases, self.log_dir, self.run_dir, self.shared / "wheels", self.shared / "instance",
-                     self.app / ".incoming"):
+        for path in (self.releases, self.shared, self.app / ".incoming"):
             path.mkdir(parents=True, exist_ok=True)
-        # The app's data, logs and secrets are its own: no other account on the host reads them.
-        if not self.shared.is_symlink() and self.shared.stat().st_mode & 0o777 != 0o700:
-            os.chmod(self.shared, 0o700)
+        # The deploying account's state; the app's own account (in the unit) never reaches it.
+        mine = self.app.stat().st_uid == os.geteuid()
+        if mine:
+            self.state.mkdir(mode=0o700, exist_ok=True)
+            (self.state / "wheels").mkdir(exist_ok=True)
+        for path in (self.shared, self.state) if mine else (self.shared,):
+            # The app's data, logs and secrets are its own, root's state is root's: no other
+            # account on the host reads them.
+            if not path.is_symlink() and path.stat().st_mode & 0o777 != 0o700:
+                os.chmod(path, 0o700)
+        for name in ("log", "run", "instance"):
+            safe.make_dir(self.shared, name, 0o755, self.app_owner())
+        if mine:
+            self.move_old_state()
+
+    def move_old_state(self) -> None:
+        """Hosts deployed before state/ kept the history, the port and the wheel cache in
+        shared/: the history and the port are read over once (without following a link), the
+        cache goes (its wheels come again with the next upload)."""
+        for old, new in (("deploys.log", "deploys.log"), ("run/port", "port")):
+            if not (self.state / new).exists():
+                text = safe.read_text(self.shared, old, limit=16 << 20)
+                if text is not None:
+                    safe.write_text(self.state, new, text, 0o644)
+                    safe.unlink(self.shared, old)
+        old_wheels = self.shared / "wheels"
+        if old_wheels.is_symlink() or old_wheels.is_file():
+            safe.unlink(self.shared, "wheels")
+        elif old_wheels.is_dir():
+            shutil.rmtree(old_wheels, ignore_errors=True)  # fd-based: it follows no link
+
+    def app_owner(self) -> tuple[int, int] | None:
+        """(uid, gid) of the app's own account in a root deploy, for what root writes in
+        shared/; None when the app runs as us (or its account is not made yet)."""
+        if self.service is None or self.service.kind != "system":
+            return None
+        try:
+            account = pwd.getpwnam(self.service.app_user)
+        except KeyError:
+            return None
+        return account.pw_uid, account.pw_gid
 
     def current_id(self) -> str | None:
         return Path(os.readlink(self.current)).name if self.current.is_symlink() else None
@@ -230,6 +278,9 @@ class Host:
     # --- the lock and the history ----------------------------------------------------------
 
     def take_lock(self, what: str = "") -> None:
+        """Once per command: a command run inside another (start in db-restore) holds it already."""
+        if self.locked:
+            return
         from host.releases import take_lock
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         refused = take_lock(self.lock, {"who": self.settings.who, "when": when, "version": what,
@@ -245,13 +296,13 @@ class Host:
             self.locked = False
 
     def record_history(self, status: int) -> None:
-        """shared/deploys.log, append-only, one line per command that changes what runs:
+        """state/deploys.log, append-only, one line per command that changes what runs:
         UTC time, who, what, from release, to release, result, duration."""
         what, started, was = self.history
         line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.settings.who} {what} {was} "
                 f"{self.current_id() or 'none'} {'ok' if status == 0 else 'failed'} {seconds(now_ms() - started)}")
         try:
-            log = os.open(self.shared / "deploys.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            log = os.open(self.state / "deploys.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             with os.fdopen(log, "a") as handle:
                 handle.write(line + "\n")
         except OSError:

@@ -155,7 +155,7 @@ def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_
         tarball.unlink(missing_ok=True)
         raise Refusal(f"cannot unpack {upload}; nothing was installed") from None
     try:
-        fill_and_verify(scratch, app_dir / "shared" / "wheels")
+        fill_and_verify(scratch, app_dir / "state" / "wheels")
     except Refusal:
         remove(scratch)
         raise
@@ -164,7 +164,7 @@ def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_
     (scratch / ".unfinished").touch()  # removed only when the venv is complete
     os.rename(scratch, release)
     how = build_venv(release, python, app_dir)
-    cache_wheels(release, app_dir / "shared" / "wheels")
+    cache_wheels(release, app_dir / "state" / "wheels")
     (release / ".unfinished").unlink()
     tarball.unlink(missing_ok=True)
     print(f"  installed release {release_id}{how}", flush=True)

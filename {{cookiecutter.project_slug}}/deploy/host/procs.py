@@ -5,8 +5,11 @@ import json
 import os
 import signal
 import socket
+import struct
 import time
 from pathlib import Path
+
+from host import safe
 
 
 def running(pid: int) -> bool:
@@ -26,10 +29,9 @@ def cmdline(pid: int) -> str:
 
 
 def read_pid(pidfile: Path) -> int | None:
-    try:
-        text = pidfile.read_text().strip()
-    except OSError:
-        return None
+    """The pid in PIDFILE, read without following a link or opening a fifo (the app's
+    account writes the pidfiles, and may plant either)."""
+    text = (safe.read_text(pidfile.parent, pidfile.name, limit=64) or "").strip()
     return int(text) if text.isdigit() else None
 
 
@@ -102,26 +104,35 @@ def signal_quietly(pid: int, signum: int) -> None:
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+    """HTTP on a unix socket; with PEER_UID, only to a server of that account (the smoke
+    socket's directory is the app's: in a root deploy it could name another program's)."""
+
+    def __init__(self, path: str, timeout: float, peer_uid: int | None = None):
         super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
+        self.unix_path, self.peer_uid = path, peer_uid
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.unix_path)
+        if self.peer_uid is not None:
+            _pid, uid, _gid = struct.unpack("3i", self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                       struct.calcsize("3i")))
+            if uid != self.peer_uid:
+                self.sock.close()
+                raise OSError(f"{self.unix_path} is served by uid {uid}, not by the app's account ({self.peer_uid})")
 
 
 HTTP_ERRORS = (OSError, ValueError, http.client.HTTPException)
 
 
-def get(where: str | int, path: str, timeout: float = 5) -> tuple[int, bytes]:
+def get(where: str | int, path: str, timeout: float = 5, peer_uid: int | None = None) -> tuple[int, bytes]:
     """GET PATH on the app at WHERE (a port on 127.0.0.1, or a unix socket's path); (status,
     body). Raises one of HTTP_ERRORS when nothing answers."""
     if isinstance(where, int):
         conn = http.client.HTTPConnection("127.0.0.1", where, timeout=timeout)
     else:
-        conn = UnixHTTPConnection(where, timeout=timeout)
+        conn = UnixHTTPConnection(where, timeout=timeout, peer_uid=peer_uid)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
         response = conn.getresponse()
@@ -130,19 +141,19 @@ def get(where: str | int, path: str, timeout: float = 5) -> tuple[int, bytes]:
         conn.close()
 
 
-def healthz(where: str | int) -> dict:
-    status, body = get(where, "/healthz")
+def healthz(where: str | int, peer_uid: int | None = None) -> dict:
+    status, body = get(where, "/healthz", peer_uid=peer_uid)
     if status != 200:
         raise OSError(f"HTTP {status}")
     return json.loads(body)
 
 
-def check_paths(where: str | int, paths: list[str], timeout: float = 30) -> str | None:
+def check_paths(where: str | int, paths: list[str], timeout: float = 30, peer_uid: int | None = None) -> str | None:
     """Each path must answer, and not with a 5xx (a redirect or a 404 is the app's own
     answer); what failed, in one line, or None."""
     for path in paths:
         try:
-            status, _ = get(where, path, timeout=timeout)
+            status, _ = get(where, path, timeout=timeout, peer_uid=peer_uid)
         except HTTP_ERRORS as exc:
             return f"GET {path} got no answer ({exc or type(exc).__name__})"
         if status >= 500:
@@ -152,7 +163,7 @@ def check_paths(where: str | int, paths: list[str], timeout: float = 30) -> str 
 
 def wait_healthy(where: str | int, release: str | None, wait: float, interval: float = 0.05,
                  pidfile: Path | None = None, releases: Path | None = None, pidfile_grace: float = 10,
-                 alive=None) -> tuple[bool, str]:
+                 alive=None, peer_uid: int | None = None) -> tuple[bool, str]:
     """The one poller of a boot: until /healthz says "ok" (and, with RELEASE, names it) or
     WAIT seconds pass; (healthy, the last answer). With PIDFILE, only while the master
     named there runs, giving up once that master has come and gone (gunicorn halts by
@@ -173,7 +184,7 @@ def wait_healthy(where: str | int, release: str | None, wait: float, interval: f
                 time.sleep(interval)
                 continue
         try:
-            answer = healthz(where)
+            answer = healthz(where, peer_uid)
             last = json.dumps(answer)
             if answer.get("status") == "ok" and release in (None, answer.get("release")):
                 return True, last

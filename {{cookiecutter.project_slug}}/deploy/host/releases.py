@@ -1,11 +1,13 @@
 """releases/: their order, the one before current, what a prune removes, and the deploy
 lock (mkdir is atomic; the holder's pid tells a stale lock apart)."""
+import fcntl
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from host import safe
 from host.procs import running
 
 
@@ -94,17 +96,24 @@ def plain_dir(path: Path) -> bool:
 def prune(app: Path, keep: int) -> None:
     """Keep the newest KEEP finished releases, never current or the one before; drop unfinished
     work, refused releases, the backups of releases gone, wheels no release brought and
-    uploads older than an hour; never through a link planted in shared/."""
+    uploads older than an hour; never through a link planted in shared/ (the backups are
+    listed and removed through the directory's own descriptor)."""
     releases_dir = app / "releases"
     releases, current = Releases.read(releases_dir), current_release(app)
     for release in releases.to_prune(current, keep):
         remove(releases_dir / release)
     left = Releases.read(releases_dir)
-    backups = app / "shared" / "backups"
-    if plain_dir(backups):
-        for name in backups_to_prune(sorted(os.listdir(backups)), (left.finished or [None])[0]):
-            (backups / name).unlink(missing_ok=True)
-    wheels = app / "shared" / "wheels"
+    try:
+        backups = safe.open_dir(app / "shared", "backups")
+    except OSError:
+        backups = None  # none yet, or not a directory of ours
+    if backups is not None:
+        try:
+            for name in backups_to_prune(sorted(os.listdir(backups)), (left.finished or [None])[0]):
+                safe.unlink_in(backups, name)
+        finally:
+            os.close(backups)
+    wheels = app / "state" / "wheels"
     if plain_dir(wheels):
         keep = referenced_wheels(releases_dir)
         for entry in os.scandir(wheels):
@@ -147,9 +156,13 @@ def holder_alive(info: dict[str, str]) -> bool:
 
 
 def take_lock(lock: Path, info: dict[str, str]) -> str | None:
-    """Take LOCK for INFO's holder; None when taken, else the sentence that refuses it. A stale
-    lock (its holder dead) is taken over under LOCK.takeover, a mutex of its own, so that two
-    deploys that both found it stale cannot both win."""
+    """Take LOCK for INFO's holder; None when taken, else the sentence that refuses it.
+
+    A fresh lock is an atomic mkdir. A stale one (its holder dead) is taken over under an
+    flock on LOCK.flock (the kernel drops it when its taker dies, so it is never stale
+    itself): the taker checks the lock still holds what it judged stale, renames it away
+    and makes its own with mkdir. Of two takers, one waits out the flock and then finds the
+    lock changed, and a fresh taker racing the rename loses to mkdir: one of them wins."""
     text = "".join(f"{key}={value}\n" for key, value in info.items())
     try:
         lock.mkdir()
@@ -159,20 +172,36 @@ def take_lock(lock: Path, info: dict[str, str]) -> str | None:
         if not held.get("pid", "").isdigit() or holder_alive(held):
             return (f"another deploy holds the lock on {lock.parent} ({describe(held)}); "
                     "wait for it, or run make unlock if it is dead")
-        takeover = lock.with_name(lock.name + ".takeover")
-        try:
-            takeover.mkdir()
-        except FileExistsError:
-            return f"another deploy is taking over the stale lock on {lock.parent} just now"
-        try:
-            if lock_info(lock) != held:
-                return f"another deploy took the lock on {lock.parent} just now"
-            print(f"taking over a stale deploy lock ({describe(held)})")
-            remove(lock)
-            lock.mkdir()
-        finally:
-            takeover.rmdir()
+        refused = take_over(lock, held)
+        if refused:
+            return refused
     tmp = lock / ".info.tmp"
     tmp.write_text(text)
     os.replace(tmp, lock / "info")
     return None
+
+
+def take_over(lock: Path, held: dict[str, str]) -> str | None:
+    """Replace the stale LOCK, which held HELD, by a fresh one of ours (see take_lock)."""
+    fd = os.open(lock.with_name(lock.name + ".flock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"another deploy is taking over the stale lock on {lock.parent} just now"
+        if lock_info(lock) != held:
+            return f"another deploy took the lock on {lock.parent} just now"
+        print(f"taking over a stale deploy lock ({describe(held)})", flush=True)
+        stale = lock.with_name(f"{lock.name}.stale.{os.getpid()}")
+        try:
+            os.rename(lock, stale)
+        except FileNotFoundError:
+            return f"another deploy took the lock on {lock.parent} just now"
+        remove(stale)
+        try:
+            lock.mkdir()
+        except FileExistsError:
+            return f"another deploy took the lock on {lock.parent} just now"
+        return None
+    finally:
+        os.close(fd)  # drops the flock

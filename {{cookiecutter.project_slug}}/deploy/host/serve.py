@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from host import DIST, PACKAGE, VARS, sandbox
+from host import DIST, PACKAGE, VARS, safe, sandbox
 from host.context import Failure, Host
 from host.procs import (
     check_paths,
@@ -34,13 +34,10 @@ def gunicorn(release: Path) -> list[str]:
 
 
 def open_app_file(host: Host, path: Path, flags: int) -> int:
-    """Open a file in shared/ without following a link; as root, make it the app's."""
-    fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    if host.service.kind == "system":
-        import pwd
-        account = pwd.getpwnam(host.service.app_user)
-        os.fchown(fd, account.pw_uid, account.pw_gid)
-    return fd
+    """Open a file in shared/ for writing, following no link at any depth (safe.py); as
+    root, make it the app's."""
+    return safe.open_file(host.shared, str(path.relative_to(host.shared)), flags | os.O_WRONLY | os.O_CREAT, 0o600,
+                          host.app_owner())
 
 
 def units(host: Host) -> Units:
@@ -89,7 +86,7 @@ def start_master(host: Host) -> bool:
     so a pidfile left is stale: gunicorn refuses to start while the pid in it is alive,
     which a reused pid (another program) may well be."""
     release = host.current_dir()
-    host.pidfile.unlink(missing_ok=True)
+    safe.unlink(host.shared, "run/gunicorn.pid")
     if host.service.kind == "daemon":
         log = open_app_file(host, host.log_dir / "gunicorn.log", os.O_APPEND)
         try:
@@ -119,13 +116,12 @@ def exec_master(host: Host) -> None:
 
 
 def running_port(host: Host) -> int | None:
-    return read_pid(host.run_dir / "port")
+    """The port the running app was started on: root's record, in state/."""
+    return read_pid(host.state / "port")
 
 
 def record_port(host: Host) -> None:
-    fd = open_app_file(host, host.run_dir / "port", os.O_TRUNC)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{host.settings.port}\n")
+    safe.write_text(host.state, "port", f"{host.settings.port}\n", 0o644)
 
 
 def use_running_port(host: Host) -> None:
@@ -154,14 +150,27 @@ def check_port(host: Host) -> None:
 # --- the smoke boot: the new release on a private socket, before it takes any traffic ----------
 
 
+def smoke_socket(host: Host) -> Path:
+    """In a directory of the app's alone (0700), and the socket 0600 (--umask): no other
+    account on the host reaches the release before it is switched to."""
+    return host.run_dir / "smoke" / "smoke.sock"
+
+
+def app_uid(host: Host) -> int:
+    """The account that must be serving the smoke socket: the app's own, in a root deploy."""
+    owner = host.app_owner()
+    return owner[0] if owner else os.getuid()
+
+
 def smoke_boot(host: Host, release: str) -> None:
-    directory, sock, pidfile = host.releases / release, host.run_dir / "smoke.sock", host.run_dir / "smoke.pid"
-    smoke_log = host.log_dir / "smoke.log"
+    directory, sock = host.releases / release, smoke_socket(host)
+    pidfile, smoke_log = sock.with_name("smoke.pid"), host.log_dir / "smoke.log"
+    safe.make_dir(host.shared, "run/smoke", 0o700, host.app_owner())
     left = read_pid(pidfile)  # the smoke gunicorn of a deploy killed (SIGKILL) mid-boot outlives it
     if is_master(left, host.releases) and f"--pid {pidfile}" in cmdline(left):
         stop_pid(left, host.settings.stop_timeout, host.say)
-    for path in (sock, pidfile, smoke_log):
-        path.unlink(missing_ok=True)
+    for path in ("run/smoke/smoke.sock", "run/smoke/smoke.pid", "log/smoke.log"):
+        safe.unlink(host.shared, path)
     log = open_app_file(host, smoke_log, os.O_APPEND)
     # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it exit:
     # gunicorn shuts down by itself at once when a worker cannot import the app, and
@@ -170,11 +179,12 @@ def smoke_boot(host: Host, release: str) -> None:
     try:
         host.smoke = subprocess.Popen(
             [*host.service.as_app, "env", f"{VARS}_FOREGROUND=1", *gunicorn(directory), "--bind", f"unix:{sock}",
-             "--workers", "1", "--pid", str(pidfile), "--error-logfile", str(smoke_log),
+             "--umask", "0077", "--workers", "1", "--pid", str(pidfile), "--error-logfile", str(smoke_log),
              "--access-logfile", "/dev/null"], cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     finally:
         os.close(log)
-    ok, _ = wait_healthy(str(sock), release, host.settings.boot_timeout, alive=lambda: host.smoke.poll() is None)
+    ok, _ = wait_healthy(str(sock), release, host.settings.boot_timeout, alive=lambda: host.smoke.poll() is None,
+                         peer_uid=app_uid(host))
     if not ok:
         refuse(host, release, smoke_log, f"release {release} failed its smoke boot (no healthy /healthz on a "
                                          f"private socket); {UNCHANGED}")
@@ -203,7 +213,7 @@ def refuse(host: Host, release: str, log: Path, sentence: str) -> None:
 def smoke_paths(host: Host, release: str, paths: list[str]) -> None:
     """The app's own pages ([deploy] smoke_paths) on the smoke boot's socket, after the
     release command (a page may need the new schema): a 5xx or no answer refuses it."""
-    failed = check_paths(str(host.run_dir / "smoke.sock"), paths) if paths else None
+    failed = check_paths(str(smoke_socket(host)), paths, peer_uid=app_uid(host)) if paths else None
     if failed:
         refuse(host, release, host.log_dir / "smoke.log",
                f"release {release} failed its smoke test: {failed} on a private socket; {UNCHANGED}")
@@ -216,14 +226,19 @@ def release_settings(host: Host, release: str) -> tuple[str, list[str]]:
     before smoke_paths existed knows only release_command."""
     directory = host.releases / release
     python = str(directory / "venv" / "bin" / "python")
+    said = ""
     for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
         for keys in (["deploy", "release_command", "deploy", "smoke_paths"], ["deploy", "release_command"]):
-            got = subprocess.run([python, "-S", str(config), "get", host.settings.env, *keys], cwd=directory,
+            # As the app's account: config.py reads shared/local.ini, which is the app's.
+            got = subprocess.run([*host.service.as_app, python, "-S", str(config), "get", host.settings.env, *keys],
+                                 cwd=directory,
                                  capture_output=True, text=True, check=False)
             if got.returncode == 0:
                 lines = [*got.stdout.splitlines(), "", ""]
                 return lines[0], lines[1].split() if len(keys) == 4 else []
-    raise Failure(f"cannot read [deploy] release_command and smoke_paths of {release}")
+            said = " ".join(got.stderr.split())
+    (directory / ".refused").touch()
+    raise Failure(f"cannot read [deploy] release_command and smoke_paths of {release} ({said}); {UNCHANGED}")
 
 
 def release_command(host: Host, release: str, command: str) -> None:
@@ -339,7 +354,7 @@ def handover(host: Host, release: str) -> None:
         start_fresh(host, release)
         return
     second = Path(f"{host.pidfile}.2")
-    second.unlink(missing_ok=True)
+    safe.unlink(host.shared, "run/gunicorn.pid.2")
     os.kill(old, signal.SIGUSR2)
     if not healthy(host, release, second):
         new = master(host, second)
@@ -353,10 +368,9 @@ def handover(host: Host, release: str) -> None:
     # the main process exits: otherwise the old master deletes it on exit, the unit counts
     # as finished and systemd kills the new master with it. gunicorn itself renames the .2
     # file only once it sees its parent gone: too late, so copy it now, atomically.
-    tmp = Path(f"{host.pidfile}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.write_bytes(second.read_bytes())
-    os.replace(tmp, host.pidfile)
+    new = master(host, second)
+    if new:
+        safe.write_text(host.shared, "run/gunicorn.pid", f"{new}\n", 0o644, host.app_owner())
     # TERM, and no waiting: the old master finishes its requests while the new one serves
     # (the next hand-over waits for it, if it comes that soon).
     signal_quietly(old, signal.SIGTERM)
