@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from host import DIST, PACKAGE, VARS, safe, sandbox
+from host import PACKAGE, VARS, safe, sandbox
 from host.cli import arg, command
 from host.context import Failure, Host
 from host.install import install
@@ -383,5 +383,5 @@ def cmd_check_host(host: Host, args) -> int:
     return 0
 
 
-from host import database  # noqa: F401 (registers the database commands, which use those above)
-from host import plan  # noqa: F401 (registers make plan's command, in a module of its own)
+# Register the commands of their own modules: the database's (they use those above) and make plan's.
+from host import database, plan  # noqa: F401
