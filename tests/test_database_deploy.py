@@ -293,6 +293,8 @@ def test_postgresql_url_set_on_the_host_migrates_and_keeps_data(pg_project, post
     again = app.deploy()
     assert notes(app) == ["kept in postgres"]
     assert "nothing to migrate, no backup taken" in again.stdout and len(backups(app)) == 1, output(again)
+    planned = app.make("plan").stdout  # the revision read from PostgreSQL, read only
+    assert "migrations: none pending (the database is at 0001)" in planned, planned
     shown = app.make("config-show").stdout
     assert "pw-" not in shown and re.search(r"^url = postgresql\+psycopg://postgres:\*\*\*@127\.0\.0\.1", shown, re.M), shown
     for release in (app.dir / "releases").iterdir():  # the URL is only on the host

@@ -35,8 +35,33 @@ def test_a_plan_after_a_deploy_names_the_release_and_the_upload_and_changes_noth
     out = planned.stdout
     assert f"now: {serving}" in out and "dependencies: unchanged: linked from the running release" in out, out
     assert "1 wheel(s) the host lacks:" in out and "    my_flask_app-" in out, out
+    assert "migrations: none pending (the database is at 0001)" in out, out
     assert files() == before
     assert app.current() == serving and app.healthz()["release"] == serving
+
+
+MIGRATION = '''"""A migration the host's database has not had."""
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_a_pending_migration_is_named_with_its_backup(app):
+    added = app.project / "src" / "my_flask_app" / "migrations" / "versions" / "0002_plan_test.py"
+    added.write_text(MIGRATION)
+    try:
+        out = app.make("plan").stdout
+    finally:
+        added.unlink()
+    assert "migrations: 1 pending: 0002; a backup first" in out, out
 
 
 def test_a_held_lock_refuses_the_plan_and_names_its_holder(app):

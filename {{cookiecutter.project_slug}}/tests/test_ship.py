@@ -13,7 +13,7 @@ PROJECT = Path(__file__).parents[1]
 sys.path.insert(0, str(PROJECT / "deploy"))
 
 import nginx_conf
-from ship import fleet
+from ship import fleet, plan
 from ship.messages import MESSAGES, ShipError
 from ship.remote import Remote
 from ship.settings import Project, parse_hosts, read
@@ -115,6 +115,26 @@ def test_summary_table_columns():
     assert lines[0].split() == ["host", "target", "old", "release", "new", "release", "result", "time"]
     assert lines[1].split() == ["web1", "cp312-manylinux_2_39_x86_64", "0.1", "0.2", "deployed", "2.0s"]
     assert lines[2].split() == ["web22", "-", "?", "?", "not", "reached", "-"]
+
+
+def test_pending_migrations_come_in_order_and_a_newer_schema_is_named():
+    graph = {"0001": (), "0002": ("0001",), "0003": ("0002",)}
+    assert plan.pending(graph, set()) == (["0001", "0002", "0003"], [])
+    assert plan.pending(graph, {"0002"}) == (["0003"], [])
+    assert plan.pending(graph, {"0003"}) == ([], [])
+    assert plan.pending(graph, {"0009"}) == (["0001", "0002", "0003"], ["0009"])
+    merged = {"a": (), "b": ("a",), "c": ("a",), "d": ("b", "c")}
+    assert plan.pending(merged, {"b"}) == (["c", "d"], [])
+
+
+def test_the_projects_migrations_are_read_from_their_files(monkeypatch):
+    monkeypatch.chdir(PROJECT)
+    graph = plan.migrations("{{ cookiecutter.package_name }}")
+{%- if cookiecutter.database == "none" %}
+    assert graph == {}
+{%- else %}
+    assert graph["0001"] == () and all(isinstance(parents, tuple) for parents in graph.values())
+{%- endif %}
 
 
 def test_every_message_is_a_sentence_with_its_words_named():

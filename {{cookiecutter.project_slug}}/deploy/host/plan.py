@@ -4,11 +4,14 @@ The deploy program runs this from memory (the bundle on stdin, in a memfd: no fi
 host), so a host whose copy of the host program is older still answers, unchanged."""
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
+from host import DIST, PACKAGE
 from host.cli import command
 from host.context import Failure, Host, Settings
+from host.database import has_database
 from host.releases import holder_alive, lock_info
 
 # A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
@@ -29,14 +32,34 @@ def release_wheels(release: Path) -> dict[str, str]:
     return found
 
 
+def database_revisions(host: Host, current: str | None) -> dict:
+    """The database's schema revisions now, asked of the current release's own command line
+    (`<package> db-revision`: read only), as the app's account; {} for a project without a
+    database, or "unknown" and why."""
+    directory = host.releases / current if current else None
+    if directory is None or not has_database(directory):
+        return {}
+    program = directory / "venv" / "bin" / PACKAGE
+    # The app's account, as everything of the app runs (under systemd, a root deploy's is DIST).
+    as_app = ["runuser", "-u", DIST[:32], "--"] if os.getuid() == 0 and Path("/run/systemd/system").is_dir() else []
+    host.app_environment()
+    asked = subprocess.run([*as_app, str(program), "db-revision", "--env", host.settings.env], cwd=directory,
+                           capture_output=True, text=True, check=False)
+    if asked.returncode != 0:
+        said = (asked.stderr.strip().splitlines() or [f"exit {asked.returncode}"])[-1]
+        return {"unknown": said.removeprefix("error: ")}
+    return json.loads(asked.stdout)
+
+
 def facts(host: Host) -> dict:
-    """Only reads: the current release and its wheels, and the deploy lock."""
+    """Only reads: the current release and its wheels, the deploy lock, the database's revision."""
     current = host.current_id()
     held = lock_info(host.lock) if host.lock.is_dir() else None
     return {
         "current": current,
         "wheels": release_wheels(host.releases / current) if current else {},
         "lock": None if held is None else {**held, "alive": holder_alive(held)},
+        "database": database_revisions(host, current),
     }
 
 

@@ -4,6 +4,7 @@ runs from the bootstrap sent on stdin, the host's facts from the host program in
 Exits 0 when the deploy would go ahead everywhere, else 1, each reason named."""
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import tarfile
@@ -95,9 +96,80 @@ def describe(settings: Settings, plan: HostPlan, tarball: Path, app: str) -> Non
         plan.refusals.append(f"another deploy holds the lock ({holder})")
     else:
         plan.lines.append("lock: stale (its holder is gone): the deploy takes it over")
+    describe_database(settings, plan)
     command = settings.setting("deploy", "release_command").strip()
     steps = [s for s in DEPLOY_STEPS if command or s != "release_command"]
     plan.lines.append(f"steps: upload, {', '.join(steps)}")
+
+
+def migrations(package: str) -> dict[str, tuple[str, ...]]:
+    """This project's Alembic revisions: {revision: the revisions it follows}, from the
+    migration files' literal `revision` and `down_revision` (no Alembic here)."""
+    graph = {}
+    for path in sorted((Path("src") / package / "migrations" / "versions").glob("*.py")):
+        found = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+                name = node.targets[0] if isinstance(node, ast.Assign) else node.target
+                if isinstance(name, ast.Name) and name.id in ("revision", "down_revision"):
+                    found[name.id] = ast.literal_eval(node.value)
+        if isinstance(found.get("revision"), str):
+            down = found.get("down_revision")
+            graph[found["revision"]] = (down,) if isinstance(down, str) else tuple(down or ())
+    return graph
+
+
+def pending(graph: dict[str, tuple[str, ...]], at: set[str]) -> tuple[list[str], list[str]]:
+    """The revisions a database at AT still lacks, oldest first, and those of AT this
+    project does not know (a newer release's schema)."""
+    done, todo = set(), list(at & graph.keys())
+    while todo:
+        revision = todo.pop()
+        if revision not in done:
+            done.add(revision)
+            todo += [r for r in graph.get(revision, ()) if r in graph]
+    order, seen = [], set()
+
+    def visit(revision: str) -> None:
+        if revision in seen:
+            return
+        seen.add(revision)
+        for parent in graph[revision]:
+            if parent in graph:
+                visit(parent)
+        order.append(revision)
+    for revision in sorted(graph):
+        visit(revision)
+    return [r for r in order if r not in done], sorted(at - graph.keys())
+
+
+def describe_database(settings: Settings, plan: HostPlan) -> None:
+    found = plan.found.get("database", {})
+    if not found:
+        return
+    if "unknown" in found:
+        plan.lines.append(f"migrations: unknown ({found['unknown']})")
+        return
+    graph = migrations(settings.project.package)
+    at = found.get("revisions")
+    todo, unknown = pending(graph, set(at or ()))
+    command = settings.setting("deploy", "release_command").strip()
+    if unknown:
+        plan.lines.append(f"migrations: the database is at {', '.join(unknown)}, which this release does not know")
+        plan.refusals.append(f"the database's schema revision {', '.join(unknown)} is newer than this release's "
+                             "migrations: deploy the release that made it")
+    elif not todo:
+        plan.lines.append(f"migrations: none pending (the database is at {', '.join(sorted(at or ())) or 'none'})")
+    else:
+        if not command:
+            then = "but no release_command runs them"
+        elif at is None:
+            then = "no backup (the first migration creates the database)"
+        elif "migrate" in command:
+            then = "a backup first (the release command takes one when a migration is pending)"
+        else:
+            then = f"by the release command ({command}), which decides about a backup"
+        plan.lines.append(f"migrations: {len(todo)} pending: {', '.join(todo)}; {then}")
 
 
 def lean_size(settings: Settings, plan: HostPlan, tarball: Path) -> str:

@@ -180,6 +180,31 @@ def backup_revisions(url: str, source: Path) -> set[str]:
     return revisions
 
 
+def live_revisions(env: str) -> set[str] | None:
+    """The schema revisions of the database of ENV now, read only (make plan); None when it
+    does not exist yet."""
+    url = database_url(env)
+    if url.startswith("sqlite"):
+        database = _sqlite_file(url)
+        if database is None or not Path(database).is_file():
+            return None
+        return backup_revisions(url, Path(database))
+    from sqlalchemy import create_engine, exc, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SET TRANSACTION READ ONLY"))
+            try:
+                return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+            except exc.ProgrammingError:  # no alembic_version: no migration ran yet
+                return set()
+    except exc.SQLAlchemyError as failed:
+        raise BackupError(f"cannot read the database's revision: {str(failed).splitlines()[0]}") from None
+    finally:
+        engine.dispose()
+
+
 def check_restore(env: str, source: Path) -> str:
     """Refuse a backup whose schema revision this release's migrations do not know (a newer
     release's data: this code would run on a schema it was not written for)."""

@@ -109,6 +109,7 @@ def config_show(env: str, local: Path | None) -> int:
 
 {% if cookiecutter.database != "none" -%}
 def database_backup(args: argparse.Namespace) -> int:
+    import json
     import sqlite3
 
     from . import backup
@@ -118,7 +119,10 @@ def database_backup(args: argparse.Namespace) -> int:
             env = args.env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
             target = args.backup or os.environ.get("{{ cookiecutter.package_name | upper }}_BACKUP_FILE")
             return backup.migrate(env, Path(target) if target else None)
-        if args.command == "db-backup":
+        if args.command == "db-revision":
+            found = backup.live_revisions(args.env)
+            print(json.dumps({"revisions": None if found is None else sorted(found)}))
+        elif args.command == "db-backup":
             print(backup.backup(args.env, args.to))
         elif args.check:
             print(backup.check_restore(args.env, args.source))
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--from", dest="source", type=Path, required=True)
     restore.add_argument("--check", action="store_true", help="only check that this release knows the backup's "
                          "schema revision (the host does, unless FORCE=1)")
+    revision = commands.add_parser("db-revision", help="the database's schema revisions now, as JSON, read only "
+                                   "(make plan)")
+    revision.add_argument("--env", choices=ENVIRONMENTS, required=True)
     migrate = commands.add_parser("migrate", help="apply pending migrations after a backup (the deploy's release command)")
     migrate.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
     migrate.add_argument("--backup", type=Path, help="back up here first, when a migration is pending "
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-show":
         return config_show(args.env, args.local)
 {%- if cookiecutter.database != "none" %}
-    if args.command in ("db-backup", "db-restore", "migrate"):
+    if args.command in ("db-backup", "db-restore", "db-revision", "migrate"):
         return database_backup(args)
 {%- endif %}
     envs = [args.env] if args.env else list(ENVIRONMENTS)
