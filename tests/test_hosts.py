@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 from conftest import bake, missing
-from harness.app import Fleet, make, output, port_open, table, targets
+from harness.app import Fleet, make, output, port_open, table, targets, tree
 from harness.load import Load
 from harness.netns import NamespaceHosts, unavailable
 from harness.sshd import free_port, python_host_env
@@ -119,6 +119,21 @@ def test_host_targets_report_per_host(fleet, first_rollout):
     restart = fleet.make("restart", REMOTE_HOSTS="web1 web2")
     assert restart.stdout.count("handover: ") == 2, restart.stdout
     assert fleet.make("unlock").stdout.count("no deploy lock held") == 3
+
+
+def files(root) -> dict:
+    """What a host holds, less what its running app writes itself (logs, bytecode)."""
+    return {p: s for p, s in tree(root).items() if "__pycache__" not in p and not p.startswith("shared/log")}
+
+
+def test_a_plan_asks_every_host_and_changes_none(fleet, first_rollout):
+    before = [files(host.dir) for host in fleet.hosts.hosts]
+    planned = fleet.make("plan")
+    assert re.findall(r"^--- (\S+) \(", planned.stdout, re.M) == ["web1", "web2", "web3"], planned.stdout
+    for index in range(3):
+        assert f"  now: {fleet.current(index)}" in planned.stdout
+    assert planned.stdout.rstrip().endswith("plan: the deploy would go ahead")
+    assert [files(host.dir) for host in fleet.hosts.hosts] == before
 
 
 def test_exec_and_config_show_run_on_every_host(fleet, first_rollout):

@@ -125,6 +125,10 @@ def test_a_host_older_than_the_minimum_is_refused_before_any_upload(baked_projec
     # the probe wrote nothing: no release, no upload (only the host program's copy and its folder)
     assert not (app.dir / "releases").exists() and os.listdir(app.dir / ".incoming") == []
     assert not (app.dir / "current").exists() and not (app.dir / ".deploy.lock").exists()
+    # the plan refuses it too, by its version, writing nothing
+    planned = app.make("plan", check=False)
+    assert planned.returncode != 0 and "refused: deploy-test-host runs Python 3.9." in planned.stdout, planned.stdout
+    assert not (app.dir / "releases").exists() and os.listdir(app.dir / ".incoming") == []
     # every other host command names the version too, in one sentence
     stop = app.make("stop", check=False)
     assert stop.returncode != 0 and "error: the host program needs Python 3.10 or newer; this is 3.9." in stop.stderr
