@@ -191,7 +191,7 @@ def test_host_commands_have_make_targets_and_the_reverse(baked, tmp_path):
     project, _ = baked
     makefile = (project / "Makefile").read_text()
     commands = registry(project)
-    host = [name for name, (target, _) in commands.items() if target]
+    host = [name.replace("_", "-") for name, (target, _) in commands.items() if target]  # lock_status: lock-status
     assert host
     refused = subprocess.run(["sh", project / "deploy" / "remote.sh", "no-such-command"], capture_output=True,
                              text=True, env={"PATH": os.environ["PATH"], "HOME": str(tmp_path),

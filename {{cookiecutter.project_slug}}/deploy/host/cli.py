@@ -51,6 +51,11 @@ def cmd_help(args: argparse.Namespace) -> int:
     return 0
 
 
+def target_name(cmd: Command) -> str:
+    """The make target of a host command: lock_status is make lock-status."""
+    return cmd.name.replace("_", "-")
+
+
 def targets() -> list[Command]:
     """The commands that are make targets of the same name."""
     return [cmd for cmd in COMMANDS.values() if cmd.target]
@@ -60,9 +65,9 @@ def targets() -> list[Command]:
          arg("--make", action="store_true"), arg("--help-lines", action="store_true"), context=False)
 def cmd_targets(args: argparse.Namespace) -> int:
     if args.make:
-        print(f"HOST_COMMANDS := {' '.join(cmd.name for cmd in targets())}")
+        print(f"HOST_COMMANDS := {' '.join(target_name(cmd) for cmd in targets())}")
     for cmd in targets() if args.help_lines else []:
-        print(f"  {cmd.name:<13} {cmd.help}")
+        print(f"  {target_name(cmd):<13} {cmd.help}")
     return 0
 
 

@@ -225,12 +225,14 @@ def cmd_history(host: Host, args) -> None:
         host.say(line)
 
 
-@command("unlock", "remove a stale deploy lock", target=True)
+@command("unlock", "lift a hold (make lock), and remove a stale deploy lock", target=True)
 def cmd_unlock(host: Host, args) -> None:
+    from host.hold import lift
+    lifted = lift(host)
     if host.lock.is_dir():
         host.say(f"removing deploy lock ({describe(lock_info(host.lock))})")
         remove(host.lock)
-    else:
+    elif not lifted:
         host.say("no deploy lock held")
 
 
@@ -383,5 +385,5 @@ def cmd_check_host(host: Host, args) -> int:
     return 0
 
 
-# Register the commands of their own modules: the database's (they use those above) and make plan's.
-from host import database, plan  # noqa: F401
+# Register the commands of their own modules: the database's (they use those above), the hold's, make plan's.
+from host import database, hold, plan  # noqa: F401

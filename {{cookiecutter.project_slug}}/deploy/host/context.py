@@ -281,6 +281,10 @@ class Host:
         """Once per command: a command run inside another (start in db-restore) holds it already."""
         if self.locked:
             return
+        from host.hold import refusal
+        held = refusal(self)  # a deliberate hold comes first: it is never taken over
+        if held:
+            raise Failure(held)
         from host.releases import take_lock
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         refused = take_lock(self.lock, {"who": self.settings.who, "when": when, "version": what,

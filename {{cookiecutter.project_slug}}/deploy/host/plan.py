@@ -12,6 +12,7 @@ from host import DIST, PACKAGE
 from host.cli import command
 from host.context import Failure, Host, Settings
 from host.database import has_database
+from host.hold import hold_file, read_hold
 from host.releases import holder_alive, lock_info
 
 # A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
@@ -52,13 +53,15 @@ def database_revisions(host: Host, current: str | None) -> dict:
 
 
 def facts(host: Host) -> dict:
-    """Only reads: the current release and its wheels, the deploy lock, the database's revision."""
+    """Only reads: the current release and its wheels, the deploy lock and a hold, the
+    database's revision."""
     current = host.current_id()
     held = lock_info(host.lock) if host.lock.is_dir() else None
     return {
         "current": current,
         "wheels": release_wheels(host.releases / current) if current else {},
         "lock": None if held is None else {**held, "alive": holder_alive(held)},
+        "hold": read_hold(hold_file(host)),
         "database": database_revisions(host, current),
     }
 

@@ -23,8 +23,8 @@ from ship.targets import TARGETS, register_host_commands
 def host_targets() -> list[str]:
     """The host commands that are make targets of the same name: the host program's registry."""
     import host.commands  # noqa: F401 (registers them)
-    from host.cli import targets
-    return [cmd.name for cmd in targets()]
+    from host.cli import target_name, targets
+    return [target_name(cmd) for cmd in targets()]
 
 
 def run(project: Project, goal: str) -> int:

@@ -96,6 +96,11 @@ def describe(settings: Settings, plan: HostPlan, tarball: Path, app: str) -> Non
         plan.refusals.append(f"another deploy holds the lock ({holder})")
     else:
         plan.lines.append("lock: stale (its holder is gone): the deploy takes it over")
+    hold = plan.found.get("hold")
+    if hold:
+        said = f"held by {hold.get('who')} since {hold.get('when')}: {hold.get('message')}"
+        plan.lines.append(f"hold: {said}")
+        plan.refusals.append(f"deploys are {said} (make unlock lifts the hold)")
     describe_database(settings, plan)
     command = settings.setting("deploy", "release_command").strip()
     steps = [s for s in DEPLOY_STEPS if command or s != "release_command"]

@@ -159,7 +159,15 @@ def write_nginx_conf(settings: Settings, names: list[str]) -> int:
     return 0
 
 
+@target("lock")
+def hold(settings: Settings, remote: Remote) -> int:
+    """make lock MESSAGE="…": the message goes to the host as data (it checks it)."""
+    return remote.run("lock", settings["MESSAGE"]).status
+
+
 def register_host_commands(names: list[str]) -> None:
-    """The host program's registry's targets (start, stop, ...): each is run there as it is."""
+    """The host program's registry's targets (start, stop, ...): each is run there as it is,
+    unless it is registered above with what it needs (lock's MESSAGE)."""
     for name in names:
-        target(name)(host_command(name))
+        if name not in TARGETS:
+            target(name)(host_command(name))
