@@ -365,7 +365,7 @@ Type=forking
 PIDFile=/srv/app/shared/run/gunicorn.pid
 ExecStart=/bin/sh /srv/app/remote.sh exec_master
 Restart=always
-RestartSec=2
+RestartSec=1
 TimeoutStartSec=60
 TimeoutStopSec=35
 Environment=APP_DIR=/srv/app APP_ENV=prod PORT=8000 PYTHON=python3 LOG_MAX_KB=51200 LOG_KEEP=5
@@ -425,7 +425,7 @@ def test_under_home_the_system_unit_reads_home_only():
 
 def test_from_systemd_254_on_restarts_back_off():
     assert "RestartSteps" not in units(systemd_version=252).service()
-    assert "RestartSec=2\nRestartSteps=5\nRestartMaxDelaySec=30\n" in units(systemd_version=257).service()
+    assert "RestartSec=1\nRestartSteps=5\nRestartMaxDelaySec=30\n" in units(systemd_version=257).service()
 
 
 def test_without_limits_set_the_unit_has_none():

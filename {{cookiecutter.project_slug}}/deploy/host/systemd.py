@@ -127,7 +127,7 @@ class Units:
 
         No start limit: an app that cannot boot while its database is down (at boot, say)
         keeps trying until it is back, instead of giving up after five tries in ten seconds;
-        from systemd 254 on, ever more slowly (2 s, then up to 30 s apart). A system unit
+        from systemd 254 on, ever more slowly (1 s, then up to 30 s apart). A system unit
         waits for the network to be up (a remote database); a user manager has no such target."""
         wanted = "default.target" if self.kind == "user" else "multi-user.target"
         network = ["After=network.target"] if self.kind == "user" else [
@@ -137,7 +137,7 @@ class Units:
             f"# Written by {self.dist}'s deploy/remote.sh for {self.app_dir}; every deploy rewrites it.",
             "[Unit]", f"Description={self.dist} ({self.env}) from {self.app_dir}", *network, "StartLimitIntervalSec=0",
             "", "[Service]", "Type=forking", f"PIDFile={self.app_dir}/shared/run/gunicorn.pid",
-            f"ExecStart=/bin/sh {self.app_dir}/remote.sh exec_master", "Restart=always", "RestartSec=2", *backoff,
+            f"ExecStart=/bin/sh {self.app_dir}/remote.sh exec_master", "Restart=always", "RestartSec=1", *backoff,
             f"TimeoutStartSec={self.boot_timeout}", f"TimeoutStopSec={self.stop_timeout + 5}",
             *self.common(), "", "[Install]", f"WantedBy={wanted}", ""])
 
