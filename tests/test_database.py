@@ -166,7 +166,7 @@ def test_postgresql_tests_without_postgresql_say_what_to_install(tested):
     command = [".venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider"]
     result = subprocess.run(command, cwd=tested["postgresql"], env=env, capture_output=True, text=True)
     out = result.stdout + result.stderr
-    assert result.returncode == 0 and re.search(r"\d+ passed, 1 skipped", out), out
+    assert result.returncode == 0 and re.search(r"\d+ passed, \d+ skipped", out), out  # each PostgreSQL module
     assert out.count("PostgreSQL not found: apt-get install postgresql") == 1, out
     assert "Traceback" not in out
     result = subprocess.run(command, cwd=tested["postgresql"], env={**env, "CI": "true"},

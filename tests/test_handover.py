@@ -161,7 +161,9 @@ def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
     assert "smoke_boot:" in out, "the release should have passed its smoke boot:\n" + out
     assert "did not become healthy" in out and f"switching current back to {before}" in out, out
     assert "RuntimeError: fails only in the real master" in out, "the log's tail is not shown:\n" + out
-    assert took < 60, f"the failed new master was waited on for {took:.0f}s"
+    # The host's part (the local tests and pack before it take what the machine's load lets them).
+    host = float(re.search(r"^\s*host: (\d+\.\d+)s$", out, re.M)[1])
+    assert host < 60, f"the failed new master was waited on for {host:.0f}s (the whole deploy: {took:.0f}s)"
     assert app.current() == before and app.healthz()["release"] == before
     _assert_quiet(load, "release failing after the switch")
     assert load.releases_seen == {before}, load.summary()

@@ -42,7 +42,7 @@ setup(
         "Flask-SQLAlchemy>=3.1,<4",
         "Flask-Migrate>=4.1,<5",
         "Flask-WTF>=1.3,<2",
-        "WTForms>=3.3,<4",
+        "WTForms>=3.2,<4",
         "SQLAlchemy>=2.0,<2.1",
 {%- if cookiecutter.database == "postgresql" %}
         "psycopg[binary]>=3.2,<4",

@@ -454,12 +454,12 @@ ENVIRON = {"MY_APP_ENV": "prod", "MY_APP_SHARED_DIR": "/srv/app/shared", "PATH":
 
 def test_where_systemd_runs_the_app_a_command_runs_in_a_transient_unit_with_its_sandbox():
     service = systemd.Service("system", "my-app-prod-1a2b3c4d", "my-app")
-    argv = sandbox.command(service, units(), ["/bin/sh", "-c", "my_app migrate; echo '$HOME'"], "/srv/app/releases/r",
+    argv = sandbox.command(service, units(), ["/bin/sh", "-c", "my_app check-config; echo '$HOME'"], "/srv/app/releases/r",
                            ENVIRON, "MY_APP")
     assert argv[:8] == ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
                         f"--unit=my-app-prod-1a2b3c4d-run-{os.getpid()}",
                         "--description=my-app (prod): a command in the app's sandbox"]
-    assert argv[argv.index("--"):] == ["--", "/bin/sh", "-c", "my_app migrate; echo '$HOME'"]  # one argument, as given
+    assert argv[argv.index("--"):] == ["--", "/bin/sh", "-c", "my_app check-config; echo '$HOME'"]  # one argument, as given
     assert "--working-directory=/srv/app/releases/r" in argv
     properties = [a.removeprefix("--property=") for a in argv if a.startswith("--property=")]
     assert properties == [line for line in units().common() if not line.startswith("Environment=")]

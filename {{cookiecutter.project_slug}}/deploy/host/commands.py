@@ -1,6 +1,7 @@
 """The host commands. Those marked target=True are make targets of the same name (make help
 shows their help); recorded=True ones add a line to state/deploys.log."""
 import base64
+import errno
 import os
 import secrets
 import shutil
@@ -124,7 +125,12 @@ def cmd_start(host: Host, args=None) -> None:
 @command("stop", "stop gracefully (TERM, then KILL after the timeout); under systemd it stays stopped across reboots",
          target=True, recorded=True)
 def cmd_stop(host: Host, args=None) -> None:
-    host.take_lock("stop")
+    try:
+        host.take_lock("stop")
+    except OSError as exc:  # a full disk is when stopping must still work
+        if exc.errno != errno.ENOSPC:
+            raise
+        host.say("warning: the disk is full: stopping without the deploy lock", err=True)
     pid = master(host)
     if not pid:
         stop_service(host)

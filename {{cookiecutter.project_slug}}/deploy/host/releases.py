@@ -176,8 +176,12 @@ def take_lock(lock: Path, info: dict[str, str]) -> str | None:
         if refused:
             return refused
     tmp = lock / ".info.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, lock / "info")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, lock / "info")
+    except OSError:  # a full disk, most likely: no lock without its holder's info
+        remove(lock)
+        raise
     return None
 
 

@@ -35,21 +35,27 @@ def is_secret(key: str) -> bool:
 
 def hide_password(value: str) -> str:
     """`value` with the password of a URL in it replaced by ***, for showing a database URL.
+{%- if cookiecutter.database != "none" %}
 
     SQLAlchemy's own rendering where it is installed and reads the URL as we do; else, and
     for a password with an unquoted @ (SQLAlchemy would take the rest for the host), all
     between the user's ":" and the last "@" goes: never a part of the password shown."""
+{%- else %}
+
+    All between the user's ":" and the last "@" goes: never a part of the password shown."""
+{%- endif %}
     scheme, sep, rest = value.partition("://")
     authority = rest.split("?", 1)[0]
     if not sep or "@" not in authority:
         return value
     userinfo, _, host = authority.rpartition("@")
-    user, colon, password = userinfo.partition(":")
+    user, colon, {{ "password" if cookiecutter.database != "none" else "_" }} = userinfo.partition(":")
     if not colon:
         return value
+{%- if cookiecutter.database != "none" %}
     try:
         from sqlalchemy.engine import make_url
-    except ImportError:  # config.py as a script (-S), or a project without a database
+    except ImportError:  # config.py as a script (-S)
         make_url = None
     if make_url is not None:
         try:
@@ -58,6 +64,7 @@ def hide_password(value: str) -> str:
             url = None
         if url is not None and url.password == password and url.username == user:
             return url.render_as_string(hide_password=True)
+{%- endif %}
     return f"{scheme}://{user}:***@{host}{rest[len(authority):]}"
 
 
