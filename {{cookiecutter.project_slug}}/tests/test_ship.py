@@ -14,7 +14,7 @@ sys.path.insert(0, str(PROJECT / "deploy"))
 
 import nginx_conf
 from ship import fleet{{ ', plan' if cookiecutter.database != 'none' }}
-from ship.messages import MESSAGES, ShipError
+from ship.messages import ShipError
 from ship.remote import Remote
 from ship.settings import Project, parse_hosts, read
 
@@ -133,11 +133,6 @@ def test_the_projects_migrations_are_read_from_their_files(monkeypatch):
     graph = plan.migrations("{{ cookiecutter.package_name }}")
     assert graph["0001"] == () and all(isinstance(parents, tuple) for parents in graph.values())
 {%- endif %}
-
-
-def test_every_message_is_a_sentence_with_its_words_named():
-    for key, text in MESSAGES.items():
-        assert text and not text[0].isspace() and not text.endswith((".", " ")), key
 
 
 # --- nginx_conf ---------------------------------------------------------------------------

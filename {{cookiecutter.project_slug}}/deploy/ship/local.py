@@ -103,14 +103,6 @@ def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True
     return packed
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def upload_name(settings: Settings) -> str:
     return (f"{settings.project.name}-{settings.project.version}-"
             f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.tar.gz")
@@ -135,7 +127,7 @@ def send_release(settings: Settings, remote: Remote, release: Path, command: str
     for tarball in (lean(settings, release, remote.host), release):
         name = upload_name(settings)
         remote.upload(tarball, name)
-        answer = remote.run(command, name, sha256(tarball), report=True, env=env)
+        answer = remote.run(command, name, hashlib.sha256(tarball.read_bytes()).hexdigest(), report=True, env=env)
         if answer.status != LEAN_AGAIN:
             return answer
     return answer

@@ -35,7 +35,11 @@ def ask(settings: Settings, name: str) -> HostPlan:
         plan.refusals.append(f"cannot reach {remote.target} over ssh" if probed.status == 255
                              else f"the probe failed there (exit {probed.status})")
         return plan
-    plan.facts = json.loads(probed.output)
+    try:
+        plan.facts = json.loads(probed.output)
+    except ValueError:
+        plan.refusals.append(f"the probe answered with no facts: {probed.output.strip()[-200:]!r}")
+        return plan
     try:
         plan.target = targets.host_target(plan.facts, name, settings.project.min_python)
     except targets.TargetError as exc:
@@ -45,7 +49,10 @@ def ask(settings: Settings, name: str) -> HostPlan:
     if found.status != 0:
         plan.refusals.append(f"the host program could not look there (exit {found.status})")
         return plan
-    plan.found = json.loads(found.output)
+    try:
+        plan.found = json.loads(found.output)
+    except ValueError:
+        plan.refusals.append(f"the host program answered with no facts: {found.output.strip()[-200:]!r}")
     return plan
 
 
