@@ -51,10 +51,36 @@ def python_host_env(version: str) -> dict[str, str]:
     return {"PYENV_VERSION": found[-1], "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PORTS_BELOW = _ephemeral_low()
+_PORTS_PER_WORKER = 1500
+_next_port = 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on, below the kernel's ephemeral range: a port the kernel hands
+    out could meanwhile be any ssh or HTTP client's own end and fail a server's bind later
+    (gunicorn's "Connection in use"). Each xdist worker takes its own slice, in turn, so two
+    workers never pick the same port, and a port is checked on every address, as servers bind."""
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _PORTS_BELOW - _PORTS_PER_WORKER * (1 + (int(worker) if worker.isdigit() else 0) % 8)
+    for _ in range(_PORTS_PER_WORKER):
+        port = first + _next_port % _PORTS_PER_WORKER
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}–{first + _PORTS_PER_WORKER - 1}")
 
 
 def _is_sshd(pid: int) -> bool:
