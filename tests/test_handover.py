@@ -270,7 +270,7 @@ def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> 
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
         try:
-            _wait_for_text(log, "prod: ok", proc)  # make test checked the configs: pytest starts now
+            _wait_for_text(log, "test: ok", proc)  # make test checked the configs (dev, prod, test): pytest starts now
             time.sleep(0.3)
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.wait(60) != 0, log.read_text()

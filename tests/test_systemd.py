@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import missing
-from harness.app import make, new_app, output, wait_for
+from harness.app import make, new_app, output, stage, wait_for
 from harness.load import Load
 from harness.systemd import USER, SystemdServer, rootfs, unavailable
 
@@ -47,8 +47,8 @@ def serves(address: str, port: int) -> bool:
 class Served:
     """The app deployed to one systemd server: make variables, and what to look at there."""
 
-    def __init__(self, project: Path, server: SystemdServer, user: str, remote_dir: str) -> None:
-        self.project, self.server, self.user, self.remote_dir = project, server, user, remote_dir
+    def __init__(self, project: Path, server: SystemdServer, user: str, remote_dir: str, env: str = "prod") -> None:
+        self.project, self.server, self.user, self.remote_dir, self.env = project, server, user, remote_dir, env
         home = "/root" if user == "root" else f"/home/{user}"
         absolute = remote_dir if remote_dir.startswith("/") else f"{home}/{remote_dir}"
         self.dir = server.root / absolute.lstrip("/")  # the guest's files, seen from here
@@ -56,7 +56,7 @@ class Served:
     @property
     def vars(self) -> dict[str, str]:
         return dict(REMOTE_HOST=self.server.alias, REMOTE_USER=self.user, SSH_OPTS=self.server.ssh_opts,
-                    REMOTE_DIR=self.remote_dir, PORT=str(PORT))
+                    REMOTE_DIR=self.remote_dir, PORT=str(PORT), APP_ENV=self.env)
 
     def make(self, *targets: str, check: bool = True, **overrides: str):
         return make(self.project, *targets, check=check, **{**self.vars, **overrides})
@@ -382,6 +382,26 @@ def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root)
         denied = app.ssh(f"{as_app} touch {where}", check=False)
         assert denied.returncode != 0, where
     app.make("stop", PORT=str(PORT + 1))
+
+
+def test_as_root_staging_beside_prod_runs_as_an_account_of_its_own(as_root, baked_project):
+    prod_pid, port = as_root.pid(), PORT + 3
+    with stage(baked_project):
+        staging = Served(baked_project, as_root.server, "root", "/srv/my-flask-app-staging", env="staging")
+        try:
+            result = staging.make("deploy", PORT=str(port))
+            assert "created the system account my-flask-app-staging" in result.stdout, result.stdout
+            assert staging.show(staging.unit, "User")["User"] == "my-flask-app-staging"
+            assert as_root.show(as_root.unit, "User")["User"] == "my-flask-app" and as_root.pid() == prod_pid
+            assert staging.unit != as_root.unit
+            owners = staging.ssh("stat -c %U /srv/my-flask-app-staging/shared /srv/my-flask-app/shared").stdout.split()
+            assert owners == ["my-flask-app-staging", "my-flask-app"], owners
+            peek = staging.ssh("runuser -u my-flask-app-staging -- cat /srv/my-flask-app/shared/local.ini", check=False)
+            assert peek.returncode != 0, "staging's account read prod's secrets"
+            assert serves(as_root.server.address, port) and serves(as_root.server.address, PORT + 1)
+        finally:
+            staging.make("stop", PORT=str(port), check=False)
+    assert serves(as_root.server.address, PORT + 1) and as_root.pid() == prod_pid
 
 
 # --- trixie: systemd 257 and Python 3.13 -----------------------------------------------------------

@@ -15,10 +15,12 @@ host, `make stop`, SIGKILL whatever of the app is left, and fail if anything out
 """
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,6 +150,27 @@ def tree(root: Path) -> dict[str, tuple]:
         st = path.lstat()
         snapshot[str(path.relative_to(root))] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return snapshot
+
+
+# --- a stage, the generated README's way -----------------------------------------------------
+
+WORKFLOW_OPTIONS = "        options:\n          - prod\n"
+
+
+@contextlib.contextmanager
+def stage(project: Path, name: str = "staging"):
+    """`cp config/prod.ini config/NAME.ini`, and NAME offered by deploy.yml's input (make test,
+    which every deploy runs, checks that); both undone afterwards."""
+    config, workflow = project / "config", project / ".github" / "workflows" / "deploy.yml"
+    saved = workflow.read_text()
+    assert WORKFLOW_OPTIONS in saved
+    shutil.copy(config / "prod.ini", config / f"{name}.ini")
+    workflow.write_text(saved.replace(WORKFLOW_OPTIONS, WORKFLOW_OPTIONS + f"          - {name}\n"))
+    try:
+        yield project
+    finally:
+        (config / f"{name}.ini").unlink()
+        workflow.write_text(saved)
 
 
 # --- one app on one host ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import re
 
 NAME = r"[A-Za-z0-9_][A-Za-z0-9._-]*"
 RULES = {  # variable: (pattern, what it must be)
-    "APP_ENV": (r"[a-z][a-z0-9_-]*", "an environment name of lowercase letters, digits, _ and - (a config/<name>.ini)"),
+    "APP_ENV": (r"[a-z][a-z0-9-]*", "an environment name of lowercase letters, digits and - (a config/<name>.ini)"),
     "REMOTE_HOST": (r"[A-Za-z0-9_][A-Za-z0-9._-]*|\[?[0-9A-Fa-f:.]+\]?",
                     "a host name, an address or a Host alias of ~/.ssh/config (letters, digits and ._-)"),
     "REMOTE_USER": (NAME, "a user name of letters, digits and ._-"),

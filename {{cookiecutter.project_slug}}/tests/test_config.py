@@ -6,7 +6,7 @@ import pytest
 
 from {{ cookiecutter.package_name }} import create_app
 from {{ cookiecutter.package_name }}.cli import main
-from {{ cookiecutter.package_name }}.config import ENV_PREFIX, ConfigError, instance_dir, load_config
+from {{ cookiecutter.package_name }}.config import ENV_PREFIX, ConfigError, environments, instance_dir, load_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 
@@ -26,10 +26,42 @@ def errors_for(config_dir, env="test", environ=None, **files):
     return caught.value.errors
 
 
-@pytest.mark.parametrize("env", ["dev", "test", "prod"])
+@pytest.mark.parametrize("env", environments(CONFIG))
 def test_shipped_configs_are_valid(env):
     config = load_config(env, config_dir=CONFIG, environ={})
     assert 1 <= config["server"]["port"] <= 65535
+
+
+def test_an_environment_is_any_config_file_but_base_and_local(config_dir):
+    (config_dir / "staging.ini").write_text((config_dir / "prod.ini").read_text())
+    for name in ("local", "Upper", "under_score", "9lives"):
+        (config_dir / f"{name}.ini").write_text("")
+    (config_dir / "notes.txt").write_text("")
+    assert environments(config_dir) == ("dev", "prod", "staging", "test")
+    assert load_config("staging", config_dir=config_dir, environ={})["server"]["port"] > 0
+    assert main(["check-config", "--config-dir", str(config_dir)]) == 0
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ("nowhere", "unknown environment 'nowhere': there is no {where}/nowhere.ini (the environments: {known})"),
+    ("base", ("'base' is not an environment name (lowercase letters, digits and -, not base or local) "
+              "(the environments: {known})")),
+    ("Prod", "'Prod' is not an environment name"),
+])
+def test_an_unknown_environment_is_named_with_the_ones_there_are(config_dir, env, expected):
+    known = ", ".join(environments(config_dir))
+    assert errors_for(config_dir, env=env)[0].startswith(expected.format(where=config_dir, known=known))
+
+
+def test_the_deploy_workflow_offers_every_environment_that_deploys():
+    """dev and test are this machine's; every other config/<env>.ini is a stage the workflow's
+    input must offer (add it under `options:` in .github/workflows/deploy.yml)."""
+    workflow = (CONFIG.parent / ".github" / "workflows" / "deploy.yml").read_text()
+    block = workflow.split("options:", 1)[1].split("default:", 1)[0]
+    offered = {line.strip()[2:] for line in block.splitlines() if line.strip().startswith("- ")}
+    stages = set(environments(CONFIG)) - {"dev", "test"}
+    assert offered == stages, (f"deploy.yml offers {sorted(offered)}, config/ has {sorted(stages)}: "
+                               "list each config/<env>.ini but dev and test under the app_env input's options")
 
 
 def test_env_file_overrides_base_and_environment_overrides_both(config_dir):

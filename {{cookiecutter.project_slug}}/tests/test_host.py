@@ -531,6 +531,14 @@ def test_the_unit_is_named_after_the_app_its_environment_and_its_directory():
     assert name.rsplit("-", 2)[1:] == ["prod", __import__("hashlib").sha256(b"/srv/app").hexdigest()[:8]]
 
 
+def test_each_environment_runs_as_an_account_of_its_own_in_a_root_deploy():
+    accounts = {env: systemd.app_account(env) for env in ("prod", "staging", "qa-2", "a-very-long-review-environment")}
+    assert accounts["prod"] == "{{ cookiecutter.project_slug }}"[:32]
+    assert accounts["staging"] == "{{ cookiecutter.project_slug }}-staging"[:32] or len("{{ cookiecutter.project_slug }}-staging") > 32
+    assert len(set(accounts.values())) == len(accounts)
+    assert all(len(name) <= 32 for name in accounts.values()), accounts
+
+
 def test_uptime_reads_like_ps_etime():
     assert procs.uptime(os.getpid()).count(":") in (1, 2)
     assert procs.uptime(2 ** 22 + 12345) == "?"

@@ -45,3 +45,19 @@ def test_a_hold_planted_as_a_link_is_not_followed(host, tmp_path):
         hold.refusal(host)
     assert not hold.take_hold(hold.hold_file(host), "ann", "m", "now")  # O_EXCL: the link stays as it is
     assert target.read_text().startswith('{"who": "x"')
+
+
+def test_an_app_directory_is_one_environments_and_another_is_refused_there(tmp_path):
+    (tmp_path / "state").mkdir(mode=0o700)
+    prod = context.Host(context.Settings(app_dir=tmp_path, env="prod"), "deploy")
+    prod.take_lock("deploy")  # the first command that changes anything claims it
+    prod.unlock_if_held()
+    assert (tmp_path / "state" / "environment").read_text() == "prod\n"
+    staging = context.Host(context.Settings(app_dir=tmp_path, env="staging"), "deploy")
+    with pytest.raises(context.Failure) as refused:
+        staging.take_lock("deploy")
+    assert str(refused.value) == (f"{tmp_path} is the prod environment's app directory, not staging's: give staging "
+                                  "its own [deploy] dir in config/staging.ini (and its own [server] port)")
+    assert not staging.lock.exists()
+    prod.take_lock("deploy")
+    prod.unlock_if_held()

@@ -1,6 +1,7 @@
 """The deploy program's pure parts (deploy/ship/): its ssh and scp commands, tested as
 strings; settings read once; batches and the result table. Real deploys: the template's
 tests (real sshd, namespace hosts, booted servers)."""
+import configparser
 import os
 import re
 import shlex
@@ -21,10 +22,28 @@ from ship.settings import Project, parse_hosts, read
 APP = Project("app", "0.2.0", "{{ cookiecutter.package_name }}", "{{ cookiecutter.python_version }}")
 
 
+# [deploy] as the template bakes it: the host, user and directory you give in config/ do not
+# change what these tests expect.
+BAKED_DEPLOY = {"host": "", "hosts": "", "user": "", "dir": "apps/{{ cookiecutter.project_slug }}", "ssh_port": "",
+                "keep_releases": "5", "log_max_size": "50M"}
+
+
 @pytest.fixture()
-def settings(monkeypatch):
-    monkeypatch.chdir(PROJECT)  # config/ and src/ are relative, as under make
-    monkeypatch.delenv("{{ cookiecutter.package_name | upper }}_LOCAL_CONFIG", raising=False)
+def settings(monkeypatch, tmp_path):
+    """A project of the baked settings: src/ is this one's, config/ its base.ini with
+    BAKED_DEPLOY and an empty prod.ini."""
+    base = configparser.ConfigParser(interpolation=None)
+    base.read(PROJECT / "config" / "base.ini")
+    base["deploy"].update(BAKED_DEPLOY)
+    (tmp_path / "config").mkdir()
+    with open(tmp_path / "config" / "base.ini", "w") as out:
+        base.write(out)
+    (tmp_path / "config" / "prod.ini").write_text("")
+    (tmp_path / "src").symlink_to(PROJECT / "src")
+    monkeypatch.chdir(tmp_path)  # config/ and src/ are relative, as under make
+    for name in list(os.environ):
+        if name.startswith("{{ cookiecutter.package_name | upper }}_"):
+            monkeypatch.delenv(name)
 
     def given(**variables):
         return read(APP, {"REMOTE_HOST": "web1", **variables}, "deploy")

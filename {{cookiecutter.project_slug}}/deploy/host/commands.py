@@ -74,9 +74,14 @@ def cmd_install(host: Host, args) -> None:
 @command("deploy", "install an upload, smoke-boot it, [release_command,] switch, hand over, prune (make deploy)",
          *UPLOAD, recorded=True)
 def cmd_deploy(host: Host, args) -> None:
-    say_service_mode(host)
-    check_port(host)
-    host.take_lock(args.upload)
+    try:
+        host.claim_environment()  # before the port: another environment's directory is the first thing wrong
+        say_service_mode(host)
+        check_port(host)
+        host.take_lock(args.upload)
+    except Failure:
+        safe.unlink(host.app / ".incoming", args.upload)  # refused before anything: the upload is of no use
+        raise
     release = host.step("install", install_upload, host, args.upload, args.sha256)
     ensure_local_ini(host)
     activate(host, release, run_release_command=True)
@@ -87,6 +92,7 @@ def cmd_deploy(host: Host, args) -> None:
 @command("rollback", "make the previous release current and serving, health-checked (make rollback)", recorded=True)
 def cmd_rollback(host: Host, args) -> None:
     host.need_current("nothing to roll back")
+    host.claim_environment()
     check_port(host)
     host.take_lock("rollback")
     current = host.current_id()

@@ -285,6 +285,7 @@ class Host:
         held = refusal(self)  # a deliberate hold comes first: it is never taken over
         if held:
             raise Failure(held)
+        self.claim_environment()
         from host.releases import take_lock
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         refused = take_lock(self.lock, {"who": self.settings.who, "when": when, "version": what,
@@ -292,6 +293,29 @@ class Host:
         if refused:
             raise Failure(refused)
         self.locked = True
+
+    def claimed_environment(self) -> str:
+        """The environment whose app directory this is (state/environment), "" when unclaimed."""
+        return (safe.read_text(self.state, "environment") or "").strip() if self.state.is_dir() else ""
+
+    def environment_refusal(self) -> str | None:
+        claimed, env = self.claimed_environment(), self.settings.env
+        if claimed and claimed != env:
+            return (f"{self.app} is the {claimed} environment's app directory, not {env}'s: give {env} its own "
+                    f"[deploy] dir in config/{env}.ini (and its own [server] port)")
+        return None
+
+    def claim_environment(self) -> None:
+        """An app directory is one environment's: state/environment names it at the first
+        command that changes anything, and another environment's command is refused there
+        (a `cp config/prod.ini config/staging.ini` that kept prod's [deploy] dir)."""
+        if refused := self.environment_refusal():
+            raise Failure(refused)
+        if self.state.is_dir() and not self.claimed_environment():
+            try:
+                safe.write_text(self.state, "environment", self.settings.env + "\n", 0o644)
+            except OSError:
+                pass  # a full disk: the next command claims it (make stop must still work there)
 
     def unlock_if_held(self) -> None:
         if self.locked:

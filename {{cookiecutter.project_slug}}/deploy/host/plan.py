@@ -8,12 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host import DIST, PACKAGE
+from host import PACKAGE
 from host.cli import command
 from host.context import Failure, Host, Settings
 from host.database import has_database
 from host.hold import hold_file, read_hold
 from host.releases import holder_alive, lock_info
+from host.systemd import app_account
 
 # A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
 DEPLOY_STEPS = ("lock", "install", "smoke_boot", "release_command", "smoke_paths", "switch", "handover", "prune")
@@ -41,8 +42,8 @@ def database_revisions(host: Host, current: str | None) -> dict:
     if directory is None or not has_database(directory):
         return {}
     program = directory / "venv" / "bin" / PACKAGE
-    # The app's account, as everything of the app runs (under systemd, a root deploy's is DIST).
-    as_app = ["runuser", "-u", DIST[:32], "--"] if os.getuid() == 0 and Path("/run/systemd/system").is_dir() else []
+    # The app's account, as everything of the app runs (under systemd, a root deploy's own).
+    as_app = ["runuser", "-u", app_account(host.settings.env), "--"] if os.getuid() == 0 and Path("/run/systemd/system").is_dir() else []
     host.app_environment()
     asked = subprocess.run([*as_app, str(program), "db-revision", "--env", host.settings.env], cwd=directory,
                            capture_output=True, text=True, check=False)
@@ -63,6 +64,7 @@ def facts(host: Host) -> dict:
         "lock": None if held is None else {**held, "alive": holder_alive(held)},
         "hold": read_hold(hold_file(host)),
         "database": database_revisions(host, current),
+        "environment_refusal": host.environment_refusal(),
     }
 
 

@@ -47,7 +47,7 @@ class Service:
         if not Path("/run/systemd/system").is_dir() or not shutil.which("systemctl"):
             return cls("daemon", unit, me, f"{host_name} does not run systemd")
         if os.getuid() == 0:
-            return cls("system", unit, DIST[:32])
+            return cls("system", unit, app_account(env))
         os.environ.setdefault("XDG_RUNTIME_DIR", f"/run/user/{os.getuid()}")
         if not Path(f"/var/lib/systemd/linger/{me}").exists() and not quiet(["loginctl", "enable-linger", me]):
             return cls("daemon", unit, me, f"lingering is off for {me}, so a user service would not start at boot; "
@@ -56,6 +56,16 @@ class Service:
             return cls("daemon", unit, me, f"{me} has no systemd user manager here (install libpam-systemd, "
                                            "then log in again)")
         return cls("user", unit, me)
+
+
+def app_account(env: str) -> str:
+    """The system account a root deploy runs ENV's app as: one per environment, so that two
+    on one host never share a file. prod's is the project's name, as before stages were; a
+    name over useradd's 32 characters ends in a hash of the environment instead."""
+    if env == "prod":
+        return DIST[:32]
+    name = f"{DIST}-{env}"
+    return name if len(name) <= 32 else f"{DIST[:23]}-{hashlib.sha256(env.encode()).hexdigest()[:8]}"
 
 
 def quiet(command: list[str]) -> bool:

@@ -108,6 +108,8 @@ def describe(settings: Settings, plan: HostPlan, tarball: Path, app: str) -> Non
         said = f"held by {hold.get('who')} since {hold.get('when')}: {hold.get('message')}"
         plan.lines.append(f"hold: {said}")
         plan.refusals.append(f"deploys are {said} (make unlock lifts the hold)")
+    if plan.found.get("environment_refusal"):
+        plan.refusals.append(plan.found["environment_refusal"])
     describe_database(settings, plan)
     command = settings.setting("deploy", "release_command").strip()
     steps = [s for s in DEPLOY_STEPS if command or s != "release_command"]

@@ -79,6 +79,8 @@ def read(project: Project, environ: dict[str, str], goal: str) -> Settings:
     if problem:  # before the INI files: the name picks them
         raise ShipError("\n".join(problem), plain=True)
     config_py = load_config_module(project.package)
+    if unknown := config_py.unknown_environment(env):
+        raise ShipError(f"APP_ENV: {unknown}", plain=True)
     try:
         config = config_py.load_config(env)
     except config_py.ConfigError as exc:

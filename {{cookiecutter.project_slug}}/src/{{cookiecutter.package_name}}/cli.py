@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ENVIRONMENTS, SCHEMA, ConfigError, hide_password, is_secret, load_config, runtime_errors
+from .config import SCHEMA, ConfigError, environments, hide_password, is_secret, load_config, runtime_errors
 
 LOCAL_HEADER = "# Host-local settings, never overwritten by a deploy (make config-set / config-unset).\n"
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate the INI files of one or every environment")
-    check.add_argument("--env", choices=ENVIRONMENTS, help="one environment (default: all)")
+    check.add_argument("--env", help="one environment (default: every config/<env>.ini)")
     check.add_argument("--config-dir", type=Path, help="directory holding base.ini and <env>.ini")
     check.add_argument("--local", type=Path, help="host-local file to merge last (secrets)")
     check.add_argument("--runtime", action="store_true", help="also apply the checks made at start-up (prod secret_key)")
@@ -147,25 +147,25 @@ def main(argv: list[str] | None = None) -> int:
                        ("config-unset", "remove SECTION.KEY from the host-local file")):
         edit = commands.add_parser(name, help=text)
         edit.add_argument("setting", help="section.key, e.g. app.secret_key")
-        edit.add_argument("--env", choices=ENVIRONMENTS, required=True)
+        edit.add_argument("--env", required=True)
         edit.add_argument("--local", type=Path, required=True)
     show = commands.add_parser("config-show", help="the effective config, secret values masked")
-    show.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    show.add_argument("--env", required=True)
     show.add_argument("--local", type=Path)
 {%- if cookiecutter.database != "none" %}
     backup = commands.add_parser("db-backup", help="back up the database of --env into FILE (remote.sh)")
-    backup.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    backup.add_argument("--env", required=True)
     backup.add_argument("--to", type=Path, required=True)
     restore = commands.add_parser("db-restore", help="replace the database of --env with a backup (remote.sh)")
-    restore.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    restore.add_argument("--env", required=True)
     restore.add_argument("--from", dest="source", type=Path, required=True)
     restore.add_argument("--check", action="store_true", help="only check that this release knows the backup's "
                          "schema revision (the host does, unless FORCE=1)")
     revision = commands.add_parser("db-revision", help="the database's schema revisions now, as JSON, read only "
                                    "(make plan)")
-    revision.add_argument("--env", choices=ENVIRONMENTS, required=True)
+    revision.add_argument("--env", required=True)
     migrate = commands.add_parser("migrate", help="apply pending migrations after a backup (the deploy's release command)")
-    migrate.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
+    migrate.add_argument("--env", help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
     migrate.add_argument("--backup", type=Path, help="back up here first, when a migration is pending "
                          "(default: {{ cookiecutter.package_name | upper }}_BACKUP_FILE, set by the deploy; none: no backup)")
 {%- endif %}
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("db-backup", "db-restore", "db-revision", "migrate"):
         return database_backup(args)
 {%- endif %}
-    envs = [args.env] if args.env else list(ENVIRONMENTS)
+    envs = [args.env] if args.env else list(environments(args.config_dir))
     return check_config(envs, args.config_dir, args.local, args.runtime)
 
 

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ENVIRONMENTS = ("dev", "test", "prod")
+# An environment is any config/<name>.ini with such a name, but base.ini and local.ini: a
+# stage is `cp config/prod.ini config/staging.ini`, nothing else to register.
+ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]*")
+NOT_ENVIRONMENTS = ("base", "local")
 ENV_PREFIX = "{{ cookiecutter.package_name | upper }}_"  # e.g. {{ cookiecutter.package_name | upper }}_SERVER_PORT=9000
 LOCAL_CONFIG_VAR = ENV_PREFIX + "LOCAL_CONFIG"  # path of the host-local file (secrets)
 # %(shared)s in an INI file: the host's shared/ directory (remote.sh exports it), which
@@ -264,6 +267,26 @@ def default_config_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path.cwd() / "config"
 
 
+def environments(config_dir: Path | None = None) -> tuple[str, ...]:
+    """The environments of CONFIG_DIR (default: default_config_dir()), sorted."""
+    config_dir = config_dir or default_config_dir()
+    return tuple(sorted(path.stem for path in config_dir.glob("*.ini")
+                        if ENVIRONMENT_NAME.fullmatch(path.stem) and path.stem not in NOT_ENVIRONMENTS))
+
+
+def unknown_environment(env: str, config_dir: Path | None = None) -> str | None:
+    """The sentence for an ENV that CONFIG_DIR has no environment of, else None."""
+    config_dir = config_dir or default_config_dir()
+    known = environments(config_dir)
+    if env in known:
+        return None
+    if not ENVIRONMENT_NAME.fullmatch(env) or env in NOT_ENVIRONMENTS:
+        why = f"{env!r} is not an environment name (lowercase letters, digits and -, not base or local)"
+    else:
+        why = f"unknown environment {env!r}: there is no {_display(config_dir / (env + '.ini'))}"
+    return f"{why} (the environments: {', '.join(known) or 'none'})"
+
+
 def _display(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
@@ -307,8 +330,8 @@ def load_config(
     """Merge and validate the configuration for `env`; raise ConfigError listing every problem."""
     environ = os.environ if environ is None else environ
     config_dir = config_dir or default_config_dir()
-    if env not in ENVIRONMENTS:
-        raise ConfigError([f"unknown environment {env!r} (expected one of {', '.join(ENVIRONMENTS)})"])
+    if problem := unknown_environment(env, config_dir):
+        raise ConfigError([problem])
     if local_file is None and environ.get(LOCAL_CONFIG_VAR):
         local_file = Path(environ[LOCAL_CONFIG_VAR])
 
