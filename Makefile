@@ -11,10 +11,13 @@ PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (0: no workers, everything in this process).
 PYTEST_WORKERS ?= 2
 
-.PHONY: help venv test demo demo-stop bench clean
+.PHONY: help packages venv test demo demo-stop bench clean
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-10s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+packages: ## as root, apt-get install the Debian packages of tests/debian-packages.txt that are missing (else print the line)
+	@sh tests/harness/debian_packages.sh
 
 venv: $(VENV)/.installed ## create .venv from requirements-dev.txt (once)
 $(VENV)/.installed: requirements-dev.txt
@@ -25,10 +28,10 @@ $(VENV)/.installed: requirements-dev.txt
 # --dist loadfile: a test file runs whole on one worker, so its module fixtures are made once
 # and test_hosts.py's namespace hosts (one fixed subnet) never exist twice at a time. Session
 # fixtures (the baked project, the private sshd) are made once per worker.
-test: venv ## run the template's tests (bakes, builds, deploys to a private sshd), files in parallel
+test: packages venv ## run the template's tests (bakes, builds, deploys to a private sshd), files in parallel
 	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-demo: venv ## bake the example, test and pack it, deploy it to a private sshd on loopback
+demo: packages venv ## bake the example, test and pack it, deploy it to a private sshd on loopback
 	@$(PY) tests/harness/sshd.py start $(DEMO)/sshd >/dev/null
 	$(VENV)/bin/cookiecutter --no-input --overwrite-if-exists -o $(DEMO) .
 	cd $(DEMO_PROJECT) && { [ -d .git ] || git init -q; } && . $(DEMO)/sshd/sshd.env && \

@@ -10,6 +10,7 @@ Set SSHD_BIN to use another sshd binary.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shlex
@@ -60,14 +61,36 @@ def _ephemeral_low() -> int:
 
 _PORTS_BELOW = _ephemeral_low()
 _PORTS_PER_WORKER = 1500
+_PORT_LOCKS = Path(os.environ.get("TMPDIR", "/tmp")) / "cfd-ports"  # shared by every test run here
+_held: list[int] = []  # the lock files of the ports this process was given, open till it exits
 _next_port = 0
+
+
+def _claim(port: int) -> bool:
+    """Hold PORT's lock file for this process's life: two test runs on one machine (or a
+    harness CLI started by a test) never pick the same port. False when another holds it."""
+    try:
+        if not _PORT_LOCKS.is_dir():
+            _PORT_LOCKS.mkdir(exist_ok=True)
+            os.chmod(_PORT_LOCKS, 0o1777)  # every account's test runs share it (umask aside)
+        fd = os.open(_PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError:
+        return True  # no shared folder to coordinate in: the bind check alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held.append(fd)
+    return True
 
 
 def free_port() -> int:
     """A port nothing listens on, below the kernel's ephemeral range: a port the kernel hands
     out could meanwhile be any ssh or HTTP client's own end and fail a server's bind later
-    (gunicorn's "Connection in use"). Each xdist worker takes its own slice, in turn, so two
-    workers never pick the same port, and a port is checked on every address, as servers bind."""
+    (gunicorn's "Connection in use"). Each xdist worker takes its own slice, in turn, and
+    holds a lock per port (_claim), so neither two workers nor two runs pick the same port;
+    a port is checked on every address, as servers bind."""
     global _next_port
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     first = _PORTS_BELOW - _PORTS_PER_WORKER * (1 + (int(worker) if worker.isdigit() else 0) % 8)
@@ -79,6 +102,7 @@ def free_port() -> int:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 continue
+        if _claim(port):
             return port
     raise RuntimeError(f"no free port in {first}–{first + _PORTS_PER_WORKER - 1}")
 
