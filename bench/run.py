@@ -35,6 +35,7 @@ from harness.load import Load  # noqa: E402
 from harness.sshd import PrivateSshd, find_sshd, free_port  # noqa: E402
 
 import installs  # noqa: E402  (bench/installs.py, next to this file)
+import traffic  # noqa: E402  (bench/traffic.py)
 from plot import Timeline, draw  # noqa: E402  (bench/plot.py, next to this file)
 
 THREADS = 8  # hand-over load: tests/harness/load.py threads, a new connection per request
@@ -495,6 +496,7 @@ def main() -> int:
             f"upload {sent / 1024:.0f} KiB)")
         timelines = handover_rows(project, port)
         throughput_rows(project, port, remote_dir)
+        traffic.traffic_rows(path, work, row)
     finally:
         if project is not None and host is not None:
             try:

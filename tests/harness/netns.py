@@ -58,7 +58,7 @@ def unavailable() -> str | None:
 
 class NsHost:
     def __init__(self, index: int, tag: str, base: Path, remote_dir: Path,
-                 login_env: dict[str, str] | None = None) -> None:
+                 login_env: dict[str, str] | None = None, log_level: str = "ERROR") -> None:
         self.index = index
         self.netns = f"cfd{tag}h{index}"
         self.veth = f"cfdv{tag}h{index}"
@@ -71,7 +71,8 @@ class NsHost:
                   "sh", "-c", 'mount --bind "$1" "$2" && shift 2 && exec "$@"', "sh",
                   str(self.dir), str(remote_dir)]
         self.sshd = PrivateSshd(base / f"sshd-web{index}", host_alias=self.alias,
-                                listen=self.address, prefix=prefix, login_env=login_env)
+                                listen=self.address, prefix=prefix, login_env=login_env,
+                                log_level=log_level)
 
     def pids(self) -> list[int]:
         out = _ip("netns", "pids", self.netns, check=False).stdout
@@ -79,15 +80,17 @@ class NsHost:
 
 
 class NamespaceHosts:
-    def __init__(self, base: Path, count: int = 3, login_env: dict[int, dict[str, str]] | None = None) -> None:
-        """login_env: by host index (0-based), what its logins get (sshd.python_host_env)."""
+    def __init__(self, base: Path, count: int = 3, login_env: dict[int, dict[str, str]] | None = None,
+                 log_level: str = "ERROR") -> None:
+        """login_env: by host index (0-based), what its logins get (sshd.python_host_env);
+        log_level: each sshd's (INFO logs every login)."""
         if not 1 <= count <= 9:
             raise ValueError("between 1 and 9 hosts")
         self.base = Path(base).resolve()
         tag = str(os.getpid() % 100000)
         self.bridge = f"cfdbr{tag}"
         self.remote_dir = self.base / "remote" / "app"  # empty here; each host mounts its own
-        self.hosts = [NsHost(i, tag, self.base, self.remote_dir, (login_env or {}).get(i - 1))
+        self.hosts = [NsHost(i, tag, self.base, self.remote_dir, (login_env or {}).get(i - 1), log_level)
                       for i in range(1, count + 1)]
         self.ssh_config = self.base / "ssh_config"
 

@@ -136,7 +136,8 @@ def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None) -> None:
 
 class PrivateSshd:
     def __init__(self, base: Path, host_alias: str = "deploy-test-host", listen: str = "127.0.0.1",
-                 prefix: list[str] | None = None, login_env: dict[str, str] | None = None) -> None:
+                 prefix: list[str] | None = None, login_env: dict[str, str] | None = None,
+                 log_level: str = "ERROR") -> None:
         """listen: the address sshd binds; prefix: a command sshd runs under (e.g. `ip netns
         exec NS ...`, see harness/netns.py), which must exec sshd so that its pid is sshd's;
         login_env: variables every login gets (authorized_keys `environment=`), e.g.
@@ -146,6 +147,7 @@ class PrivateSshd:
         self.listen = listen
         self.prefix = list(prefix or [])
         self.login_env = dict(login_env or {})
+        self.log_level = log_level  # INFO logs each login ("Accepted publickey"): the bench counts them
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -202,7 +204,7 @@ class PrivateSshd:
             f"Subsystem sftp {sftp}",
             *(["PermitRootLogin prohibit-password"] if root else []),
             *(["PermitUserEnvironment yes"] if self.login_env else []),
-            f"AllowUsers {self.user}", "LogLevel ERROR", "PrintMotd no",
+            f"AllowUsers {self.user}", f"LogLevel {self.log_level}", "PrintMotd no",
             "MaxStartups 100:30:200", "MaxSessions 50", "",
         ]))
         host_pub = Path(b / "host_key.pub").read_text().split()[:2]
