@@ -115,6 +115,8 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
     for wheel in [app_wheel, *wheels]:
         shutil.copy2(wheel, root / "wheels")
     for ini in sorted(Path("config").glob("*.ini")):
+        if ini.is_symlink():  # it would ship whatever it points to, on this machine
+            raise PackError(f"{ini} is a symlink: a release carries files, not links; put the file itself there")
         if ini.name != "local.ini":  # host-local secrets never ship
             shutil.copy2(ini, root / "config")
     for name in DEPLOY_FILES:
