@@ -79,6 +79,17 @@ def test_a_body_over_max_content_length_gets_413_before_it_is_read():
     assert app.test_client().post("/echo", data=b"x" * 1000).get_json() == {"size": 1000}
 
 
+def test_a_chunked_body_over_max_content_length_gets_413_and_one_under_it_is_read_whole():
+    """No Content-Length: Werkzeug alone would cut the body short at the limit, silently."""
+    client = app_that_reads_bodies().test_client()
+    chunked = {"Transfer-Encoding": "chunked"}
+    big = io.BytesIO(b"x" * (1024 * 1024 + 1))
+    assert client.post("/echo", input_stream=big, headers=chunked).status_code == 413
+    assert big.tell() == 1024 * 1024 + 1  # read to one byte past the limit, no further
+    whole = client.post("/echo", input_stream=io.BytesIO(b"x" * 5000), headers=chunked)
+    assert whole.get_json() == {"size": 5000}
+
+
 def test_max_content_length_is_a_setting(monkeypatch):
     monkeypatch.setenv(f"{ENV_PREFIX}APP_MAX_CONTENT_LENGTH", "2K")
     client = app_that_reads_bodies().test_client()

@@ -2,7 +2,9 @@
 every response carries."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+import io
+
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
 {%- if cookiecutter.database != "none" %}
 
 from .notes import NoteForm
@@ -17,6 +19,24 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'none'",  # the same, as browsers read it today
     "Referrer-Policy": "strict-origin-when-cross-origin",  # other sites see our origin, never a path
 }
+
+
+@bp.before_app_request
+def bounded_chunked_body() -> None:
+    """A chunked body (no Content-Length) is read here, up to MAX_CONTENT_LENGTH: a bigger
+    one gets 413 like any other. Werkzeug stops reading it at the limit without a word, and
+    the view would see it cut short (a form without its CSRF token: 400). Chunked wins over
+    a Content-Length (HTTP says so). Read from the environ: request.content_length is
+    computed once, and must see the length set here."""
+    environ = request.environ
+    if "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    body = environ["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        abort(413)
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+    del environ["HTTP_TRANSFER_ENCODING"]  # the body is now the one of that length
 
 
 @bp.after_app_request
