@@ -31,7 +31,8 @@ BAKED_DEPLOY = {"host": "", "hosts": "", "user": "", "dir": "apps/{{ cookiecutte
 @pytest.fixture()
 def settings(monkeypatch, tmp_path):
     """A project of the baked settings: src/ is this one's, config/ its base.ini with
-    BAKED_DEPLOY and an empty prod.ini."""
+    BAKED_DEPLOY and an empty prod.ini; ssh's configuration logs in as deploy (whoever runs
+    the tests: a relative REMOTE_DIR of root's would be under /srv)."""
     base = configparser.ConfigParser(interpolation=None)
     base.read(PROJECT / "config" / "base.ini")
     base["deploy"].update(BAKED_DEPLOY)
@@ -45,8 +46,10 @@ def settings(monkeypatch, tmp_path):
         if name.startswith("{{ cookiecutter.package_name | upper }}_"):
             monkeypatch.delenv(name)
 
+    (tmp_path / "ssh_config").write_text("Host *\n  User deploy\n")
+
     def given(**variables):
-        return read(APP, {"REMOTE_HOST": "web1", **variables}, "deploy")
+        return read(APP, {"REMOTE_HOST": "web1", "SSH_OPTS": f"-F {tmp_path / 'ssh_config'}", **variables}, "deploy")
     return given
 
 
@@ -79,6 +82,15 @@ def test_parse_hosts():
 
 def remote(settings, **variables):
     return Remote(settings(**variables), "web1", "me@laptop")
+
+
+def test_roots_relative_directory_is_under_srv_whether_given_or_from_ssh_config(settings, tmp_path):
+    assert remote(settings).dir == "apps/{{ cookiecutter.project_slug }}"  # deploy's: under its home
+    as_root = remote(settings, REMOTE_USER="root").scp(Path("r.tar.gz"), "r-1.tar.gz")
+    assert as_root[-1] == "root@web1:/srv/apps/{{ cookiecutter.project_slug }}/.incoming/r-1.tar.gz"
+    (tmp_path / "root_config").write_text("Host web1\n  User root\n")
+    assert remote(settings, SSH_OPTS=f"-F {tmp_path / 'root_config'}").dir == "/srv/apps/{{ cookiecutter.project_slug }}"
+    assert remote(settings, REMOTE_USER="root", REMOTE_DIR="/opt/app").dir == "/opt/app"
 
 
 def test_ssh_keeps_host_key_checking_and_ends_options_before_the_host(settings):

@@ -48,11 +48,32 @@ class Answer:
     output: str = ""  # with capture=True: its standard output
 
 
+def login_user(settings: Settings, host: str) -> str:
+    """The account ssh logs in to HOST as: REMOTE_USER, else what ssh's own configuration
+    says (`ssh -G` reads it here, without a connection); "" when it cannot tell."""
+    if settings["REMOTE_USER"]:
+        return settings["REMOTE_USER"]
+    try:
+        shown = subprocess.run(["ssh", "-G", *shlex.split(settings["SSH_OPTS"]), "--", host], capture_output=True,
+                               text=True, timeout=10, check=False, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return next((line[5:] for line in shown.splitlines() if line.startswith("user ")), "")
+
+
+def app_dir(directory: str, user: str) -> str:
+    """A relative REMOTE_DIR is under the login's home; root's home is closed to the app's
+    own account, so root's is under /srv (the default apps/<slug>: /srv/apps/<slug>)."""
+    return f"/srv/{directory}" if user == "root" and not directory.startswith("/") else directory
+
+
 class Remote:
     def __init__(self, settings: Settings, host: str, who: str, prefix: str = ""):
         self.settings, self.host, self.who, self.prefix = settings, host, who, prefix
         self.mux_dir: str | None = None
         self.dir = settings["REMOTE_DIR"]
+        if not self.dir.startswith("/"):
+            self.dir = app_dir(self.dir, login_user(settings, host))
 
     @property
     def target(self) -> str:
