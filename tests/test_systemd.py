@@ -49,7 +49,7 @@ class Served:
 
     def __init__(self, project: Path, server: SystemdServer, user: str, remote_dir: str, env: str = "prod") -> None:
         self.project, self.server, self.user, self.remote_dir, self.env = project, server, user, remote_dir, env
-        home = "/root" if user == "root" else f"/home/{user}"
+        home = "/srv" if user == "root" else f"/home/{user}"  # root's relative dir is under /srv
         absolute = remote_dir if remote_dir.startswith("/") else f"{home}/{remote_dir}"
         self.dir = server.root / absolute.lstrip("/")  # the guest's files, seen from here
 
@@ -387,14 +387,15 @@ def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root)
 def test_as_root_staging_beside_prod_runs_as_an_account_of_its_own(as_root, baked_project):
     prod_pid, port = as_root.pid(), PORT + 3
     with stage(baked_project):
-        staging = Served(baked_project, as_root.server, "root", "/srv/my-flask-app-staging", env="staging")
+        # a relative REMOTE_DIR: root's is under /srv
+        staging = Served(baked_project, as_root.server, "root", "apps/my-flask-app-staging", env="staging")
         try:
             result = staging.make("deploy", PORT=str(port))
             assert "created the system account my-flask-app-staging" in result.stdout, result.stdout
             assert staging.show(staging.unit, "User")["User"] == "my-flask-app-staging"
             assert as_root.show(as_root.unit, "User")["User"] == "my-flask-app" and as_root.pid() == prod_pid
             assert staging.unit != as_root.unit
-            owners = staging.ssh("stat -c %U /srv/my-flask-app-staging/shared /srv/my-flask-app/shared").stdout.split()
+            owners = staging.ssh("stat -c %U /srv/apps/my-flask-app-staging/shared /srv/my-flask-app/shared").stdout.split()
             assert owners == ["my-flask-app-staging", "my-flask-app"], owners
             peek = staging.ssh("runuser -u my-flask-app-staging -- cat /srv/my-flask-app/shared/local.ini", check=False)
             assert peek.returncode != 0, "staging's account read prod's secrets"
