@@ -385,6 +385,7 @@ def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root)
 
 
 def test_as_root_staging_beside_prod_runs_as_an_account_of_its_own(as_root, baked_project):
+    as_root.make("start", PORT=str(PORT + 1))  # the test before stopped it
     prod_pid, port = as_root.pid(), PORT + 3
     with stage(baked_project):
         # a relative REMOTE_DIR: root's is under /srv
@@ -403,6 +404,7 @@ def test_as_root_staging_beside_prod_runs_as_an_account_of_its_own(as_root, bake
         finally:
             staging.make("stop", PORT=str(port), check=False)
     assert serves(as_root.server.address, PORT + 1) and as_root.pid() == prod_pid
+    as_root.make("stop", PORT=str(PORT + 1))  # as the test before left it
 
 
 # --- trixie: systemd 257 and Python 3.13 -----------------------------------------------------------
