@@ -111,9 +111,11 @@ def cmd_rollback(host: Host, args) -> None:
          target=True, recorded=True)
 def cmd_start(host: Host, args=None) -> None:
     host.take_lock("start")  # a deploy's hand-over and a start must not cross
+    from host.processes import start_all
     pid = master(host)
     if pid:
         host.say(f"already running: release {host.current_id()}, pid {pid}")
+        start_all(host)  # the workers and jobs too, if they are not
         return
     host.need_current()
     say_service_mode(host)
@@ -126,6 +128,7 @@ def cmd_start(host: Host, args=None) -> None:
                       f"within {host.settings.boot_timeout}s")
     record_port(host)
     host.say(f"started release {host.current_id()} on port {host.settings.port} (pid {master(host)})")
+    start_all(host)
 
 
 @command("stop", "stop gracefully (TERM, then KILL after the timeout); under systemd it stays stopped across reboots",
@@ -137,6 +140,8 @@ def cmd_stop(host: Host, args=None) -> None:
         if exc.errno != errno.ENOSPC:
             raise
         host.say("warning: the disk is full: stopping without the deploy lock", err=True)
+    from host.processes import stop_all
+    stop_all(host)
     pid = master(host)
     if not pid:
         stop_service(host)
@@ -180,6 +185,13 @@ def cmd_status(host: Host, args) -> int:
         unit = dict(line.partition("=")[::2] for line in shown.splitlines())
         host.say(f"service: {service.unit}.service ({service.kind} unit, {unit.get('UnitFileState', '')}, "
                  f"{unit.get('ActiveState', '')}, main pid {unit.get('MainPID', '')})")
+    from host.processes import worker_rows
+    workers = worker_rows(host)
+    for name, pid, release, state, up in workers:
+        host.say(f"worker {name}: {state}, pid {pid}, release {release}, up {up}")
+    if any(row[3].startswith("FAILED") for row in workers):
+        host.say("workers: FAILED (make logs PROCESS=NAME shows why)")
+        return 1
     if host.current_id() is None:
         host.say(f"no release is current in {host.app}")
         return 1
@@ -198,15 +210,20 @@ def cmd_status(host: Host, args) -> int:
     return 0 if ok else 1
 
 
-@command("logs", "the last LINES lines of the gunicorn log; FOLLOW=1 follows it", target=True)
+@command("logs", "the last LINES lines of the gunicorn log (PROCESS=NAME: a worker's or a job's); FOLLOW=1 follows it",
+         target=True)
 def cmd_logs(host: Host, args) -> None:
-    log = host.log_dir / "gunicorn.log"
-    if not log.exists():
+    if host.settings.process:
+        from host.worker_commands import log_files
+        logs = [host.log_dir / name for name in log_files(host, host.settings.process)]
+    else:
+        logs = [host.log_dir / "gunicorn.log"]
+    if not logs[0].exists():
         host.say(f"no log yet in {host.log_dir}")
         return
     # As the app's account: the log is the app's file, which as root could be a link to any.
     tail = [*host.service.as_app, "tail", "-n", str(host.settings.lines), *(["-F"] if host.settings.follow else []),
-            str(log)]
+            *map(str, logs)]
     default_signals()  # a closed ssh connection ends a follow
     os.execvp(tail[0], tail)
 
@@ -398,4 +415,4 @@ def cmd_check_host(host: Host, args) -> int:
 
 
 # Register the commands of their own modules: the database's (they use those above), the hold's, make plan's.
-from host import database, hold, plan  # noqa: F401
+from host import database, hold, plan, worker_commands  # noqa: F401

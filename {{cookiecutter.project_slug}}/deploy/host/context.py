@@ -54,6 +54,9 @@ class Settings:
     confirm: bool = False
     force: bool = False  # db-restore: a backup of a schema revision this release does not know
     skip_release_command: bool = False
+    process: str = ""  # make logs PROCESS=NAME: a worker's or a job's log
+    job: str = ""  # make run-job JOB=NAME
+    jobs_here: bool = True  # several hosts: only the jobs host ([deploy] jobs_host) runs the jobs
 
     @classmethod
     def from_environment(cls, environ: dict) -> "Settings":
@@ -74,7 +77,8 @@ class Settings:
             memory_max_kb=number(environ, "MEMORY_MAX_KB", None), tasks_max=number(environ, "TASKS_MAX", None),
             who=environ.get("DEPLOY_WHO") or "unknown", host_name=environ.get("REMOTE_HOST") or socket.gethostname(),
             lines=number(environ, "LINES", 100), follow=bool(environ.get("FOLLOW")),
-            confirm=environ.get("CONFIRM") == "1", force=environ.get("FORCE") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")))
+            confirm=environ.get("CONFIRM") == "1", force=environ.get("FORCE") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")),
+            process=environ.get("PROCESS", ""), job=environ.get("JOB", ""), jobs_here=environ.get("JOBS") != "0")
 
 
 def seconds(ms: float) -> str:
@@ -223,7 +227,7 @@ class Host:
             self.locate(Path(os.path.realpath(self.app)))
             self.app_environment()
             self.service = Service.detect(self.app, self.settings.env, self.settings.host_name, unit_only=cmd.name in (
-                "exec_master", "rotate_logs"))
+                "exec_master", "rotate_logs", "exec_worker", "exec_job"))
             if self.service.kind == "daemon" and cmd.name not in ("probe", "check_host"):
                 from host.logs import rotate
                 rotate(self)  # under systemd its timer does

@@ -63,7 +63,7 @@ def check_message(message: str) -> str:
     return message
 
 
-@command("lock", "hold every deploy, rollback, restart, start, stop, config change and restore: MESSAGE says why",
+@command("lock", "hold every deploy, rollback, restart, start, stop, config change, restore and run-job: MESSAGE says why",
          arg("message", nargs="?", default=""), target=True)
 def cmd_lock(host: Host, args) -> None:
     message = check_message(args.message)

@@ -380,7 +380,9 @@ def activate(host: Host, release: str, run_release_command: bool = False) -> Non
     """Smoke-boot, [the release command,] the smoke paths, switch, hand over; a failure after
     the switch is put back (Host.finish)."""
     from host.accounts import ensure_app_user
+    from host.processes import apply, prepare
     ensure_app_user(host)
+    spec = prepare(host, release)  # workers and jobs: refused here, before anything changes
     if host.service.kind != "daemon":
         write_unit(host)  # settings may have changed
     host.step("smoke_boot", smoke_boot, host, release)
@@ -393,6 +395,8 @@ def activate(host: Host, release: str, run_release_command: bool = False) -> Non
     host.step("handover", handover, host, release)
     record_port(host)
     host.switched_from = None
+    if spec.workers or spec.jobs or host.service.kind != "daemon":  # (what the config no longer names goes)
+        host.step("workers", apply, host, spec)
 
 
 def put_back(host: Host) -> None:

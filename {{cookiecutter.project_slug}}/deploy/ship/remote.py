@@ -31,7 +31,7 @@ RESULT = "deploy-result: "  # the host's result line (REPORT=json): data for us,
 HOST_VARIABLES = {"APP_ENV": "APP_ENV", "PORT": "PORT", "KEEP_RELEASES": "KEEP_RELEASES", "LINES": "LINES",
                   "HOST_PYTHON": "PYTHON", "LOG_MAX_KB": "LOG_MAX_KB", "LOG_KEEP": "LOG_KEEP",
                   "FOLLOW": "FOLLOW", "SKIP_RELEASE_COMMAND": "SKIP_RELEASE_COMMAND", "CONFIRM": "CONFIRM", "FORCE": "FORCE",
-                  "MEMORY_MAX_KB": "MEMORY_MAX_KB", "TASKS_MAX": "TASKS_MAX"}
+                  "MEMORY_MAX_KB": "MEMORY_MAX_KB", "TASKS_MAX": "TASKS_MAX", "PROCESS": "PROCESS", "JOB": "JOB"}
 
 
 # Runs the bundle read from stdin as a zip application, from memory.
@@ -102,6 +102,8 @@ class Remote:
         for name, host_name in HOST_VARIABLES.items():
             if self.settings[name]:
                 words[host_name] = self.settings[name]
+        if self.settings.hosts:  # several: the jobs run on one of them
+            words["JOBS"] = "1" if self.host == self.settings.jobs_host else "0"
         words.update(env or {})
         if report:
             words["REPORT"] = "json"

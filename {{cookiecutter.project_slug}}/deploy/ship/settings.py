@@ -27,7 +27,8 @@ FROM_INI = {
 }
 DEFAULTS = {"APP_ENV": "prod", "LINES": "100", "BATCH": "1", "NGINX_PORT": "80"}
 OTHERS = ("FOLLOW", "SSH_OPTS", "CONFIRM", "SKIP_RELEASE_COMMAND", "NO_POST_DEPLOY", "STATIC_ROOT", "EXEC_CMD",
-          "SETTING", "BACKUP", "RELEASE", "REMOTE_HOSTS", "PACK_TARGET", "DRY_RUN", "FORCE", "MESSAGE")
+          "SETTING", "BACKUP", "RELEASE", "REMOTE_HOSTS", "PACK_TARGET", "DRY_RUN", "FORCE", "MESSAGE",
+          "PROCESS", "JOB")
 CHECKED = ("APP_ENV", "REMOTE_HOST", "REMOTE_USER", "REMOTE_DIR", "SSH_PORT", "PORT", "KEEP_RELEASES", "LOG_MAX_KB",
            "LOG_KEEP", "HOST_PYTHON", "MEMORY_MAX_KB", "TASKS_MAX", "LINES", "CONFIRM", "FORCE")
 
@@ -56,6 +57,11 @@ class Settings:
     def setting(self, section: str, key: str) -> str:
         value = self.config[section][key] if self.config and section in self.config.values else ""
         return "" if value is None else str(value)
+
+    @property
+    def jobs_host(self) -> str:
+        """Of several hosts, the one that runs the jobs: [deploy] jobs_host, else the first."""
+        return self.setting("deploy", "jobs_host") or (self.hosts[0] if self.hosts else "")
 
     @property
     def env(self) -> str:
@@ -100,6 +106,9 @@ def read(project: Project, environ: dict[str, str], goal: str) -> Settings:
         checked.pop("REMOTE_HOST")
         checked["REMOTE_HOST"] = settings.hosts[0]
     found = variables.problems(checked, goal)
+    if settings.hosts and settings.jobs_host not in settings.hosts:
+        found.append(f"[deploy] jobs_host of config/{env}.ini is {settings.jobs_host}, which is not one of the hosts "
+                     f"({' '.join(settings.hosts)})")
     for host in settings.hosts[1:]:
         found += variables.problems({"REMOTE_HOST": host}, goal)
     if found:

@@ -159,6 +159,13 @@ def write_nginx_conf(settings: Settings, names: list[str]) -> int:
     return 0
 
 
+@target("run-job", "rollout")
+def run_job(settings: Settings, names: list[str]) -> int:
+    """On several hosts, on the jobs host alone ([deploy] jobs_host)."""
+    name = settings.jobs_host if settings.hosts else names[0]
+    return Remote(settings, name, deploy_who()).run("run_job").status
+
+
 @target("lock")
 def hold(settings: Settings, remote: Remote) -> int:
     """make lock MESSAGE="…": the message goes to the host as data (it checks it)."""

@@ -223,11 +223,55 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "log_keep": _int(1, 100),
         "memory_max": _size_kib,
         "tasks_max": _int(16, 1000000),
+        "worker_stop_timeout": _int(1, 3600),
+        "jobs_host": _str,
     },
 {%- if cookiecutter.database != "none" %}
     "database": {"url": _database_url},
 {%- endif %}
 }
+
+
+def _calendar(raw: str) -> str:
+    """A systemd OnCalendar expression, on one line (the host checks it with
+    systemd-analyze calendar at deploy time: only systemd knows the whole grammar)."""
+    value = _line(raw)
+    if not value:
+        raise ValueError("is empty: give a systemd calendar expression, e.g. daily or *:0/10")
+    if "%" in value or not value.isprintable():
+        raise ValueError(f"{value!r} is not a calendar expression (e.g. daily, *-*-* 03:00:00, *:0/10)")
+    return value
+
+
+def _seconds(raw: str) -> int:
+    """A duration: 90, 90s, 15m or 2h, as seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smh]?)\s*", raw)
+    if not m or int(m[1]) == 0:
+        raise ValueError(f"{raw!r} is not a duration (a whole number of seconds, or with s, m or h, e.g. 15m)")
+    return int(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def _required_line(raw: str) -> str:
+    value = _line(raw)
+    if not value:
+        raise ValueError("is empty")
+    return value
+
+
+# Sections named [KIND:NAME], any number of them: background workers and scheduled jobs,
+# run by systemd beside the web app (deploy/host/workers.py). Each key: its parser and its
+# default (None: required).
+PREFIXED: dict[str, dict[str, tuple[Callable[[str], Any], str | None]]] = {
+    "process": {"command": (_required_line, None), "count": (_int(1, 32), "1")},
+    "schedule": {"when": (_calendar, None), "command": (_required_line, None), "timeout": (_seconds, "1h")},
+}
+PREFIXED_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+
+
+def _prefixed(section: str) -> tuple[str, str] | None:
+    """[process:mail] is ("process", "mail"); None for any other section."""
+    kind, colon, name = section.partition(":")
+    return (kind, name) if colon and kind in PREFIXED else None
 
 
 class ConfigError(Exception):
@@ -245,6 +289,8 @@ class Config:
     deployed: bool = False  # on a host: remote.sh set the shared directory
     sources: list[str] = field(default_factory=list)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)  # where each value was set
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # [process:NAME]: its keys
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)  # [schedule:NAME]
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -341,14 +387,19 @@ def load_config(
     if local_file is not None and local_file.exists():
         files.append(local_file)
     merged: dict[str, dict[str, tuple[str, str]]] = {}
+    prefixed: dict[str, dict[str, tuple[str, str]]] = {}
     for path in files:
         if not path.exists() and path != local_file:
             errors.append(f"{_display(path)}: missing")
             continue
         for section, keys in _read_ini(path, errors, shared).items():
             where = keys and next(iter(keys.values()))[1] or _display(path)
+            if _prefixed(section):
+                _merge_prefixed(section, keys, where, path == local_file, prefixed, errors)
+                continue
             if section not in SCHEMA:
-                errors.append(f"{where}: unknown section [{section}] (known: {', '.join(SCHEMA)})")
+                known = ", ".join([*SCHEMA, *(f"{kind}:NAME" for kind in PREFIXED)])
+                errors.append(f"{where}: unknown section [{section}] (known: {known})")
                 continue
             for key, value in keys.items():
                 if key not in SCHEMA[section]:
@@ -378,11 +429,53 @@ def load_config(
                 config.values[section][key] = parse(raw)
             except ValueError as exc:
                 errors.append(f"{where}: [{section}] {key}: {exc}")
+    _parse_prefixed(config, prefixed, errors)
     if not errors and env == "prod" and config["app"]["debug"]:
         errors.append(f"[app] debug is on for prod (set in {merged['app']['debug'][1]}): turn it off")
     if errors:
         raise ConfigError(errors)
     return config
+
+
+def _merge_prefixed(section: str, keys: dict[str, tuple[str, str]], where: str, local: bool,
+                    prefixed: dict[str, dict[str, tuple[str, str]]], errors: list[str]) -> None:
+    """A [process:NAME] or [schedule:NAME] section of one file, over what earlier files said."""
+    kind, name = _prefixed(section)
+    if not PREFIXED_NAME.fullmatch(name):
+        errors.append(f"{where}: [{section}]: the name {name!r} must be lower-case letters, digits and -, "
+                      "starting with a letter (at most 40)")
+        return
+    if local:  # they run code at every deploy, as the web app's command does: in git only
+        errors.append(f"{where}: [{section}] cannot be set in the host-local file: set it in config/<env>.ini, in git")
+        return
+    for key, value in keys.items():
+        if key not in PREFIXED[kind]:
+            errors.append(f"{value[1]}: [{section}] unknown key {key!r} (known: {', '.join(PREFIXED[kind])})")
+            continue
+        prefixed.setdefault(section, {})[key] = value
+    prefixed.setdefault(section, {})
+
+
+def _parse_prefixed(config: Config, prefixed: dict[str, dict[str, tuple[str, str]]], errors: list[str]) -> None:
+    for section, keys in sorted(prefixed.items()):
+        kind, name = _prefixed(section)
+        values = {}
+        for key, (parse, default) in PREFIXED[kind].items():
+            if key not in keys and default is None:
+                errors.append(f"[{section}] {key} is missing (looked in {', '.join(config.sources)})")
+                continue
+            raw, where = keys.get(key, (default, "the default"))
+            try:
+                values[key] = parse(raw)
+            except ValueError as exc:
+                errors.append(f"{where}: [{section}] {key}: {exc}")
+        (config.processes if kind == "process" else config.schedules)[name] = values
+
+
+def workers(config: Config) -> dict[str, Any]:
+    """What the host needs to run the workers and jobs of CONFIG (config.py workers ENV)."""
+    return {"stop_timeout": config["deploy"]["worker_stop_timeout"], "processes": config.processes,
+            "schedules": config.schedules}
 
 
 def runtime_errors(config: Config) -> list[str]:
@@ -410,8 +503,15 @@ if __name__ == "__main__":
     # `python config.py get ENV SECTION KEY [SECTION KEY …]`: merged settings, one a line,
     # stdlib only, for the Makefile (it needs deploy settings before any venv exists) and the
     # host (a release's settings in one Python start).
+    import json
     import sys
 
+    if len(sys.argv) == 3 and sys.argv[1] == "workers":  # `config.py workers ENV`: JSON, for the host
+        try:
+            print(json.dumps(workers(load_config(sys.argv[2]))))
+        except ConfigError as exc:
+            sys.exit(f"the {sys.argv[2]} configuration is invalid:\n{exc}")
+        sys.exit(0)
     args = sys.argv[3:]
     if len(sys.argv) < 5 or sys.argv[1] != "get" or len(args) % 2:
         sys.exit("usage: config.py get ENV SECTION KEY [SECTION KEY ...]")
