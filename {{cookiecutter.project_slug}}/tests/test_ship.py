@@ -193,3 +193,19 @@ def test_nginx_listen(listen, ok):
     assert bool(nginx_conf.LISTEN.fullmatch(listen)) == ok
 
 
+
+
+def test_several_hosts_tell_each_whether_it_runs_the_jobs(settings):
+    s = settings(REMOTE_HOSTS="web1 web2")
+    assert s.jobs_host == "web1"
+    words = {name: shlex.split(Remote(s, name, "me@laptop").host_env(False)) for name in ("web1", "web2")}
+    assert "JOBS=1" in words["web1"] and "JOBS=0" in words["web2"]
+    assert not any(w.startswith("JOBS=") for w in shlex.split(remote(settings).host_env(False)))  # one host: its own
+    assert "PROCESS=mail" in shlex.split(remote(settings, PROCESS="mail").host_env(False))
+
+
+def test_a_jobs_host_that_is_not_one_of_the_hosts_is_refused(settings, monkeypatch):
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_DEPLOY_JOBS_HOST", "web9")
+    with pytest.raises(ShipError) as refused:
+        settings(REMOTE_HOSTS="web1 web2")
+    assert "[deploy] jobs_host of config/prod.ini is web9, which is not one of the hosts (web1 web2)" in str(refused.value)

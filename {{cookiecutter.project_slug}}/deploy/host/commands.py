@@ -189,9 +189,9 @@ def cmd_status(host: Host, args) -> int:
     workers = worker_rows(host)
     for name, pid, release, state, up in workers:
         host.say(f"worker {name}: {state}, pid {pid}, release {release}, up {up}")
-    if any(row[3].startswith("FAILED") for row in workers):
+    failed = any(row[3].startswith("FAILED") for row in workers)
+    if failed:
         host.say("workers: FAILED (make logs PROCESS=NAME shows why)")
-        return 1
     if host.current_id() is None:
         host.say(f"no release is current in {host.app}")
         return 1
@@ -207,7 +207,7 @@ def cmd_status(host: Host, args) -> int:
     host.say(f"port: {host.settings.port}")
     ok, answer = wait_healthy(host.settings.port, None, 0)
     host.say(f"healthz: {answer}" if ok else f"healthz: FAILED: {answer}")
-    return 0 if ok else 1
+    return 0 if ok and not failed else 1
 
 
 @command("logs", "the last LINES lines of the gunicorn log (PROCESS=NAME: a worker's or a job's); FOLLOW=1 follows it",
