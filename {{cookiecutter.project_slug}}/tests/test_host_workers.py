@@ -40,10 +40,31 @@ def errors(config_dir, text):
 # --- the INI sections ----------------------------------------------------------------------------
 
 
+{%- if cookiecutter.database == "none" %}
 def test_the_baked_config_has_no_worker_and_no_job(config_dir):
     config = load_config("prod", config_dir=config_dir, environ={})
     assert (config.processes, config.schedules) == ({}, {})
     assert workers(config) == {"stop_timeout": 10, "processes": {}, "schedules": {}}
+{%- else %}
+def test_the_baked_config_has_no_worker_and_one_job_the_nightly_backup(config_dir):
+    config = load_config("prod", config_dir=config_dir, environ={})
+    assert config.processes == {}
+    assert config.schedules == {"backup": {"when": "*-*-* 03:00:00", "command": "{{ cookiecutter.package_name }} db-nightly-backup",
+                                           "timeout": 3600}}
+    assert config["deploy"]["keep_backups"] == 7 and workers(config)["schedules"] == config.schedules
+
+
+def test_keep_backups_counts_only_the_nightly_backups(tmp_path):
+    from {{ cookiecutter.package_name }}.backup import prune_nightly
+    for name in ("1.0-20261101T000000Z.backup", "nightly-20261101T030000Z.backup", "nightly-20261102T030000Z.backup",
+                 "nightly-20261103T030000Z.backup", "before-restore.backup"):
+        (tmp_path / name).write_text("x")
+    gone = prune_nightly(tmp_path, 2)
+    assert [p.name for p in gone] == ["nightly-20261101T030000Z.backup"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "1.0-20261101T000000Z.backup", "before-restore.backup", "nightly-20261102T030000Z.backup",
+        "nightly-20261103T030000Z.backup"]
+{%- endif %}
 
 
 def test_process_and_schedule_sections_are_read_with_their_defaults(config_dir):
@@ -53,6 +74,7 @@ def test_process_and_schedule_sections_are_read_with_their_defaults(config_dir):
                                        "[schedule:report]\nwhen = daily\ncommand = report\ntimeout = 15m\n")
     assert config.processes == {"mail": {"command": "flask send-mail --loop", "count": 1},
                                 "thumbs": {"command": "thumbs", "count": 3}}
+    config.schedules.pop("backup", None)  # the bake's own, with a database
     assert config.schedules == {"cleanup": {"when": "*-*-* 04:00:00", "command": "flask cleanup", "timeout": 3600},
                                 "report": {"when": "daily", "command": "report", "timeout": 900}}
 

@@ -66,10 +66,16 @@ def prepare(host: Host, release: str) -> Spec:
     if not spec.workers and not spec.jobs:
         return spec
     from host.serve import UNCHANGED
-    if host.service.kind == "daemon":
+    if host.service.kind == "daemon" and spec.workers:
         (host.releases / release / ".refused").touch()
-        raise Failure(f"release {release} has workers or jobs ({names(spec)}), which need a systemd service to come "
+        raise Failure(f"release {release} has workers ({names(spec)}), which need a systemd service to come "
                       f"back after a crash or a reboot, and here {host.service.why}; {UNCHANGED}")
+    if host.service.kind == "daemon":
+        # A job missed is not an app that is down (the bake's own nightly backup is one):
+        # the deploy goes on without them, and says so every time.
+        host.say(f"  jobs: not run on this host ({names(spec)}): they need a systemd timer, and here "
+                 f"{host.service.why}")
+        return Spec(spec.stop_timeout)
     for job in spec.jobs:
         why = check_calendar(job.when)
         if why:

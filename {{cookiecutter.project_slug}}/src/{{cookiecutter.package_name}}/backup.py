@@ -16,6 +16,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -69,6 +70,27 @@ def backup(env: str, target: Path) -> str:
         target.unlink(missing_ok=True)
         raise BackupError(f"pg_dump failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     return f"backed up {parsed.render_as_string(hide_password=True)} to {target}"
+
+
+NIGHTLY = "nightly-"  # the nightly job's backups: [deploy] keep_backups counts these, and only these
+
+
+def nightly(env: str, backups: Path, keep: int, now: time.struct_time | None = None) -> str:
+    """The nightly job ([schedule:backup]): backups/nightly-<UTC time>.backup, then the
+    newest KEEP of the nightly ones kept. Those taken before a migration (<release>.backup)
+    or a restore keep their own rules: they are never counted or removed here."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", now or time.gmtime())
+    said = backup(env, backups / f"{NIGHTLY}{stamp}.backup")
+    return "\n".join([said, *(f"removed {path.name} (keep_backups = {keep})" for path in prune_nightly(backups, keep))])
+
+
+def prune_nightly(backups: Path, keep: int) -> list[Path]:
+    """Remove all but the newest KEEP nightly backups (their names sort by time); the removed."""
+    found = sorted(path for path in backups.glob(f"{NIGHTLY}*.backup") if path.is_file() and not path.is_symlink())
+    gone = found[:-keep] if keep > 0 else found
+    for path in gone:
+        path.unlink()
+    return gone
 
 
 def migrate(env: str, backup_to: Path | None) -> int:

@@ -124,6 +124,14 @@ def database_backup(args: argparse.Namespace) -> int:
             print(json.dumps({"revisions": None if found is None else sorted(found)}))
         elif args.command == "db-backup":
             print(backup.backup(args.env, args.to))
+        elif args.command == "db-nightly-backup":
+            env = args.env or os.environ.get("{{ cookiecutter.package_name | upper }}_ENV", "prod")
+            from .config import SHARED_DIR_VAR
+            shared = os.environ.get(SHARED_DIR_VAR)
+            if not shared:
+                raise backup.BackupError(f"{SHARED_DIR_VAR} is not set: the nightly backup runs on a host, as a job")
+            keep = load_config(env)["deploy"]["keep_backups"]
+            print(backup.nightly(env, Path(shared) / "backups", keep))
         elif args.check:
             print(backup.check_restore(args.env, args.source))
         else:
@@ -161,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--from", dest="source", type=Path, required=True)
     restore.add_argument("--check", action="store_true", help="only check that this release knows the backup's "
                          "schema revision (the host does, unless FORCE=1)")
+    nightly = commands.add_parser("db-nightly-backup", help="the nightly job: back up into shared/backups/nightly-"
+                                  "<time>.backup, keeping [deploy] keep_backups of those")
+    nightly.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
     revision = commands.add_parser("db-revision", help="the database's schema revisions now, as JSON, read only "
                                    "(make plan)")
     revision.add_argument("--env", required=True)
@@ -177,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "config-show":
         return config_show(args.env, args.local)
 {%- if cookiecutter.database != "none" %}
-    if args.command in ("db-backup", "db-restore", "db-revision", "migrate"):
+    if args.command in ("db-backup", "db-nightly-backup", "db-restore", "db-revision", "migrate"):
         return database_backup(args)
 {%- endif %}
     envs = [args.env] if args.env else list(environments(args.config_dir))

@@ -225,6 +225,9 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "tasks_max": _int(16, 1000000),
         "worker_stop_timeout": _int(1, 3600),
         "jobs_host": _str,
+{%- if cookiecutter.database != "none" %}
+        "keep_backups": _int(1, 1000),
+{%- endif %}
     },
 {%- if cookiecutter.database != "none" %}
     "database": {"url": _database_url},
