@@ -160,10 +160,12 @@ def apply(host: Host, spec: Spec, restart: bool = True) -> None:
     if not desired:
         return
     quiet([*service.systemctl, "enable", "--quiet", *desired])
-    before = {n: s.get("NRestarts", "0") for n, s in show(host, desired, "NRestarts").items()}
     started = systemctl(host, "restart" if restart else "start", *desired)
     if started.returncode != 0:
         host.say(started.stderr.strip(), err=True)
+    # After the start: a manual start may reset the count (Type=exec: the start has returned
+    # once the runner runs, before the command can have failed).
+    before = {n: s.get("NRestarts", "0") for n, s in show(host, desired, "NRestarts").items()}
     failed = settle(host, desired, before)
     if failed:
         raise Failure(f"worker {', '.join(failed)} did not stay up after its start; the web app serves "
@@ -177,7 +179,7 @@ def settle(host: Host, desired: list[str], before: dict[str, str]) -> list[str]:
     while True:
         states = show(host, desired, "ActiveState", "SubState", "NRestarts")
         failed = [label(host.service, n) for n in desired
-                  if states.get(n, {}).get("NRestarts", "0") != before.get(n, "0")
+                  if int(states.get(n, {}).get("NRestarts") or 0) > int(before.get(n) or 0)
                   or (states.get(n, {}).get("ActiveState"), states.get(n, {}).get("SubState")) == ("failed", "failed")]
         if failed or time.monotonic() > deadline:
             break
