@@ -61,3 +61,11 @@ def test_an_app_directory_is_one_environments_and_another_is_refused_there(tmp_p
     assert not staging.lock.exists()
     prod.take_lock("deploy")
     prod.unlock_if_held()
+
+
+def test_a_hold_refuses_make_run_job_before_it_looks_for_the_job(host):
+    from host.cli import COMMANDS
+    assert hold.take_hold(hold.hold_file(host), "ann@laptop", "incident 42", "2026-12-01T10:00:00Z")
+    with pytest.raises(context.Failure, match="deploys to this host are held by ann@laptop"):
+        COMMANDS["run_job"].run(host, None)
+    assert "run-job" in COMMANDS["lock"].help
