@@ -162,6 +162,9 @@ def restart_current(host: Host) -> None:
         if host.service.kind != "daemon":
             write_unit(host)  # settings may have changed
         host.step("handover", handover, host, host.current_id())
+        if host.service.kind != "daemon":  # the workers read the config too: restart them
+            from host.processes import apply, read_spec
+            apply(host, read_spec(host, host.current_id()))
     else:
         cmd_start(host)
 
