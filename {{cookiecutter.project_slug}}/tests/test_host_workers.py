@@ -42,7 +42,7 @@ def errors(config_dir, text):
 
 {%- if cookiecutter.database == "none" %}
 def test_the_baked_config_has_no_worker_and_no_job(config_dir):
-    config = load_config("prod", config_dir=config_dir, environ={})
+    config = load_config("test", config_dir=config_dir, environ={})  # (prod.ini is the user's to add to)
     assert (config.processes, config.schedules) == ({}, {})
     assert workers(config) == {"stop_timeout": 10, "processes": {}, "schedules": {}}
 {%- else %}
@@ -166,6 +166,7 @@ ExecStart=/bin/sh /srv/app/remote.sh exec_worker mail %i
 Restart=always
 RestartSec=1
 TimeoutStopSec=10
+SuccessExitStatus=143
 """)
     assert "\n".join(units().common()) in text
     assert "User=my-app\n" in text and "ProtectSystem=strict\n" in text

@@ -102,7 +102,8 @@ def worker_service(units: Units, name: str, stop_timeout: int) -> str:
     """Restart=always with no start limit, as the web unit: a worker that cannot reach its
     queue at boot keeps trying. TERM to every process of the instance on stop (the default
     control-group kill), KILL after stop_timeout. The host program starts, as the main
-    process, the command from `current` and writes its output to the worker's log."""
+    process, the command from `current` and writes its output to the worker's log; it exits
+    128 + N when the command died of signal N, and 143 (TERM) is a stop, not a failure."""
     network = ["After=network.target"] if units.kind == "user" else [
         "After=network-online.target", "Wants=network-online.target"]
     backoff = ["RestartSteps=5", "RestartMaxDelaySec=30"] if units.systemd_version >= 254 else []
@@ -111,7 +112,8 @@ def worker_service(units: Units, name: str, stop_timeout: int) -> str:
         "[Unit]", f"Description={units.dist} ({units.env}) worker {name} %i from {units.app_dir}", *network,
         "StartLimitIntervalSec=0", "",
         "[Service]", "Type=exec", f"ExecStart=/bin/sh {units.app_dir}/remote.sh exec_worker {name} %i",
-        "Restart=always", "RestartSec=1", *backoff, f"TimeoutStopSec={stop_timeout}", *units.common(), "",
+        "Restart=always", "RestartSec=1", *backoff, f"TimeoutStopSec={stop_timeout}",
+        "SuccessExitStatus=143", *units.common(), "",
         "[Install]", f"WantedBy={wanted_by(units.kind)}", ""])
 
 
