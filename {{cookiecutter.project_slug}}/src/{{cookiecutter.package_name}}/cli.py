@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                          "schema revision (the host does, unless FORCE=1)")
     nightly = commands.add_parser("db-nightly-backup", help="the nightly job: back up into shared/backups/nightly-"
                                   "<time>.backup, keeping [deploy] keep_backups of those")
-    nightly.add_argument("--env", choices=ENVIRONMENTS, help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
+    nightly.add_argument("--env", help="default: {{ cookiecutter.package_name | upper }}_ENV, else prod")
     revision = commands.add_parser("db-revision", help="the database's schema revisions now, as JSON, read only "
                                    "(make plan)")
     revision.add_argument("--env", required=True)
