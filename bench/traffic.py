@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable
@@ -98,9 +99,23 @@ def traffic_rows(project: Path, work: Path, row: Callable[..., None]) -> None:
         rollout_rows(project, hosts, port, row)
 
 
+def bake_without_database(work: Path) -> Path:
+    """A bake with database=none, its venv made: SQLite's file per host is refused on
+    several hosts, so the rollouts use this one."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([str(Path(sys.executable).parent / "cookiecutter"), "--no-input", "-o", str(work / "none"), str(root),
+                    "database=none"], check=True, capture_output=True)
+    project = next((work / "none").iterdir())
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["make", "venv"], cwd=project, check=True, capture_output=True)
+    return project
+
+
 def rollout_rows(project: Path, hosts: NamespaceHosts, port: str, row: Callable[..., None]) -> None:
     """Unchanged redeploys to 1, 2 and 4 hosts (each deployed once first, so that none is a
-    first deploy); local CPU per host added, from the deploy program's `ship cpu:` line."""
+    first deploy) of a bake without a database; local CPU per host added, from the deploy
+    program's `ship cpu:` line."""
+    project = bake_without_database(hosts.base)
     every = {"REMOTE_HOSTS": hosts.aliases, "SSH_OPTS": hosts.ssh_opts, "REMOTE_DIR": str(hosts.remote_dir),
              "PORT": port}
     deploy(project, every)  # every host has the release: the rollouts below are redeploys
