@@ -49,7 +49,11 @@ def host_deploy(app, tarball: Path) -> subprocess.CompletedProcess[str]:
 
 
 def release_folder(app) -> Path:
-    (folder,) = [p for p in (app.project / "build").glob("my-flask-app-*") if p.is_dir()]
+    """The packed folder of the release APP runs: build/ may hold others, packed for other
+    targets by tests before (several Pythons), of the same shared bake."""
+    release = dict(line.partition("=")[::2] for line in (app.dir / "current" / "RELEASE").read_text().splitlines())
+    folder = app.project / "build" / f"my-flask-app-{release['version']}-{release['target']}"
+    assert folder.is_dir(), sorted(p.name for p in (app.project / "build").iterdir())
     return folder
 
 

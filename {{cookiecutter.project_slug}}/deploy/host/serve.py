@@ -382,11 +382,12 @@ def activate(host: Host, release: str, run_release_command: bool = False) -> Non
     from host.accounts import ensure_app_user
     from host.processes import apply, prepare
     ensure_app_user(host)
-    spec = prepare(host, release)  # workers and jobs: refused here, before anything changes
     if host.service.kind != "daemon":
         write_unit(host)  # settings may have changed
     host.step("smoke_boot", smoke_boot, host, release)
     command, paths = release_settings(host, release)  # after the boot: a bad config fails there, in the app's words
+    # Workers and jobs: refused here, before the release command changes anything.
+    spec = prepare(host, release)
     if run_release_command:
         host.step("release_command", release_command, host, release, command)
     host.step("smoke_paths", smoke_paths, host, release, paths)
