@@ -312,8 +312,12 @@ def test_as_root_the_worker_runs_as_the_apps_account_comes_back_and_follows_a_re
     app.make("start", PORT=port)
     fresh_beat(app, 10, new_release, not_pid=new_pid)
     to_ssh = app.server.reboot()
-    _, after = fresh_beat(app, 10 + to_ssh, new_release)
-    assert app.ssh(f"stat -c %u /proc/{after}").stdout.strip() == uid
+    fresh_beat(app, 10 + to_ssh, new_release)
+
+    def worker_uid() -> str:  # of the worker beating now (one may be restarted as the boot settles)
+        _, now = fresh_beat(app, 10, new_release)
+        return app.ssh(f"stat -c %u /proc/{now}", check=False).stdout.strip()
+    wait_for(lambda: worker_uid() == uid, 20, "the worker, after the reboot, as the app's account")
     app.make("stop", PORT=port)
 
 
