@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from harness.app import new_app, tree
+from harness.app import new_app, output, stage, tree
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,18 @@ def test_a_held_lock_refuses_the_plan_and_names_its_holder(app):
     assert "lock: stale (its holder is gone)" in stale.stdout
     (app.lock / "info").unlink()
     app.lock.rmdir()
+
+
+def test_a_worker_on_a_host_without_systemd_is_refused_by_the_plan(baked_project, sshd_host, tmp_path_factory, request):
+    """As the deploy would refuse the release there; the bake's nightly backup (without_systemd
+    = skip) is not a refusal."""
+    fresh = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    assert fresh.make("plan").returncode == 0
+    with stage(baked_project, "staging"):
+        staging = baked_project / "config/staging.ini"
+        staging.write_text(staging.read_text() + "\n[process:mail]\ncommand = sleep 600\n")
+        planned = fresh.make("plan", check=False, APP_ENV="staging")
+    said = output(planned)
+    assert planned.returncode != 0 and "[process:mail] need systemd, and " in said and "does not run it" in said, said
+    assert "workers" not in said.split("steps: ")[1].splitlines()[0], said
+    assert not fresh.dir.exists()

@@ -447,6 +447,25 @@ def test_a_host_without_systemd_keeps_the_daemon_and_says_so_once(baked_project,
     assert "systemd: no" in report, report
 
 
+def test_without_systemd_workers_and_jobs_are_refused_but_the_nightly_backup_goes_on_unrun(
+        baked_project, sshd_host, tmp_path_factory, request):
+    """No cron emulation: a worker or a job on a host without systemd refuses the release, but
+    the bake's nightly backup (without_systemd = skip) lets the deploy go on, saying so."""
+    app = new_app(baked_project, sshd_host, tmp_path_factory, request)
+    deployed = app.deploy()
+    assert "  jobs: not run on this host ([schedule:backup]): they need a systemd timer" in deployed.stdout
+    with stage(baked_project, "staging"):
+        staging = baked_project / "config/staging.ini"
+        staging.write_text(staging.read_text() + "\n[process:mail]\ncommand = sleep 600\n"
+                           "\n[schedule:report]\nwhen = daily\ncommand = true\n")
+        other = new_app(baked_project, sshd_host, tmp_path_factory, request)
+        refused = other.make("deploy", check=False, APP_ENV="staging")
+    said = output(refused)
+    assert refused.returncode != 0 and "has workers (mail) and jobs (report), which need systemd" in said, said
+    assert not (other.dir / "current").exists() and app.healthz()["release"] == app.current()
+    __import__("shutil").rmtree(other.dir)  # staging's (its first command claimed it): no prod stop there
+
+
 def test_without_lingering_a_user_gets_the_daemon_and_the_command_that_fixes_it(servers, baked_project):
     """An ordinary user who may not turn lingering on (no polkit here): the detached daemon."""
     server = servers["bookworm"]

@@ -148,6 +148,8 @@ def test_the_worker_runs_from_the_deployed_release_as_a_user_unit(as_user):
     assert re.search(rf"^web\s+\d+\s+{release}\s+running\s", ps, re.M), ps
     assert re.search(rf"^beat@1\s+\d+\s+{release}\s+active/running\s", ps, re.M), ps
     assert re.search(r"^worker beat@1: active/running, pid \d+, release " + release, app.make("status").stdout, re.M)
+    planned = app.make("plan").stdout
+    assert "steps: upload, lock, install, smoke_boot, smoke_paths, switch, handover, workers, prune" in planned, planned
 
 
 def test_kill_9_of_the_worker_brings_it_back_within_10s(as_user):
@@ -178,6 +180,13 @@ def test_the_job_runs_by_itself_from_the_current_release_and_run_job_runs_it_at_
     assert "job slow: exit 0" in ran.stdout
     refused = app.make("run-job", JOB="nosuch", check=False)
     assert refused.returncode != 0 and "its jobs: slow tick" in output(refused), output(refused)
+    # a run its timer started is never overlapped: run-job says so and runs nothing
+    app.systemctl(f"start --no-block {app.job_unit('slow')}")
+    wait_for(lambda: app.lines("slow.txt")[-1:] == [f"start {release}"], 10, "the slow job's own run to start")
+    busy = app.make("run-job", JOB="slow", check=False)
+    assert busy.returncode != 0 and "job slow is running now, started by its timer" in output(busy), output(busy)
+    wait_for(lambda: app.lines("slow.txt")[-1:] == [f"done {release}"], 15, "the slow job's own run to end")
+    assert app.lines("slow.txt")[before:] == [f"start {release}", f"done {release}"] * 2
 
 
 def test_a_redeploy_moves_the_worker_and_lets_a_running_job_finish(as_user):

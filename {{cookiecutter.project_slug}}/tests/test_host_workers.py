@@ -50,7 +50,7 @@ def test_the_baked_config_has_no_worker_and_one_job_the_nightly_backup(config_di
     config = load_config("prod", config_dir=config_dir, environ={})
     assert config.processes == {}
     assert config.schedules == {"backup": {"when": "*-*-* 03:00:00", "command": "{{ cookiecutter.package_name }} db-nightly-backup",
-                                           "timeout": 3600}}
+                                           "timeout": 3600, "without_systemd": "skip"}}
     assert config["deploy"]["keep_backups"] == 7 and workers(config)["schedules"] == config.schedules
 
 
@@ -71,12 +71,14 @@ def test_process_and_schedule_sections_are_read_with_their_defaults(config_dir):
     config = with_sections(config_dir, "[process:mail]\ncommand = flask send-mail --loop\n\n"
                                        "[process:thumbs]\ncommand = thumbs\ncount = 3\n\n"
                                        "[schedule:cleanup]\nwhen = *-*-* 04:00:00\ncommand = flask cleanup\n\n"
-                                       "[schedule:report]\nwhen = daily\ncommand = report\ntimeout = 15m\n")
+                                       "[schedule:report]\nwhen = daily\ncommand = report\ntimeout = 15m\n"
+                                       "without_systemd = skip\n")
     assert config.processes == {"mail": {"command": "flask send-mail --loop", "count": 1},
                                 "thumbs": {"command": "thumbs", "count": 3}}
     config.schedules.pop("backup", None)  # the bake's own, with a database
-    assert config.schedules == {"cleanup": {"when": "*-*-* 04:00:00", "command": "flask cleanup", "timeout": 3600},
-                                "report": {"when": "daily", "command": "report", "timeout": 900}}
+    assert config.schedules == {"cleanup": {"when": "*-*-* 04:00:00", "command": "flask cleanup", "timeout": 3600,
+                                            "without_systemd": "refuse"},
+                                "report": {"when": "daily", "command": "report", "timeout": 900, "without_systemd": "skip"}}
 
 
 def test_an_env_file_changes_one_key_of_a_base_section(config_dir):
@@ -95,6 +97,8 @@ def test_an_env_file_changes_one_key_of_a_base_section(config_dir):
     ("[schedule:nightly]\ncommand = x\n", "[schedule:nightly] when is missing"),
     ("[schedule:nightly]\nwhen = 100%% sure\ncommand = x\n", "[schedule:nightly] when: '100% sure' is not a calendar"),
     ("[schedule:nightly]\nwhen = daily\ncommand = x\ntimeout = soon\n", "[schedule:nightly] timeout: 'soon' is not a duration"),
+    ("[schedule:nightly]\nwhen = daily\ncommand = x\nwithout_systemd = cron\n",
+     "[schedule:nightly] without_systemd: 'cron' is not one of refuse, skip"),
     ("[worker:mail]\ncommand = x\n", "unknown section [worker:mail] (known: app, server, deploy"),
 ])
 def test_each_error_names_file_section_and_key(config_dir, text, expected):

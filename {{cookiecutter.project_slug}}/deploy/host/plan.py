@@ -17,7 +17,8 @@ from host.releases import holder_alive, lock_info
 from host.systemd import app_account
 
 # A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
-DEPLOY_STEPS = ("lock", "install", "smoke_boot", "release_command", "smoke_paths", "switch", "handover", "prune")
+DEPLOY_STEPS = ("lock", "install", "smoke_boot", "release_command", "smoke_paths", "switch", "handover", "workers",
+                "prune")
 
 
 def release_wheels(release: Path) -> dict[str, str]:
@@ -65,6 +66,7 @@ def facts(host: Host) -> dict:
         "hold": read_hold(hold_file(host)),
         "database": database_revisions(host, current),
         "environment_refusal": host.environment_refusal(),
+        "systemd": Path("/run/systemd/system").is_dir(),  # the workers step (it also removes old units)
     }
 
 

@@ -66,16 +66,8 @@ def prepare(host: Host, release: str) -> Spec:
     if not spec.workers and not spec.jobs:
         return spec
     from host.serve import UNCHANGED
-    if host.service.kind == "daemon" and spec.workers:
-        (host.releases / release / ".refused").touch()
-        raise Failure(f"release {release} has workers ({names(spec)}), which need a systemd service to come "
-                      f"back after a crash or a reboot, and here {host.service.why}; {UNCHANGED}")
     if host.service.kind == "daemon":
-        # A job missed is not an app that is down (the bake's own nightly backup is one):
-        # the deploy goes on without them, and says so every time.
-        host.say(f"  jobs: not run on this host ({names(spec)}): they need a systemd timer, and here "
-                 f"{host.service.why}")
-        return Spec(spec.stop_timeout)
+        return without_systemd(host, release, spec)
     for job in spec.jobs:
         why = check_calendar(job.when)
         if why:
@@ -83,6 +75,22 @@ def prepare(host: Host, release: str) -> Spec:
             raise Failure(f"[schedule:{job.name}] when = {job.when} is not a calendar expression systemd takes "
                           f"({why}); release {release}: {UNCHANGED}")
     return spec
+
+
+def without_systemd(host: Host, release: str, spec: Spec) -> Spec:
+    """No cron emulation: workers, and jobs, are refused (nothing would bring them back or run
+    them), but a job that says `without_systemd = skip` (the bake's nightly backup): the
+    deploy goes on without it, and says so every time."""
+    from host.serve import UNCHANGED
+    refused = [f"workers ({', '.join(w.name for w in spec.workers)})"] if spec.workers else []
+    jobs = [j.name for j in spec.jobs if j.without_systemd != "skip"]
+    refused += [f"jobs ({', '.join(jobs)})"] if jobs else []
+    if refused:
+        (host.releases / release / ".refused").touch()
+        raise Failure(f"release {release} has {' and '.join(refused)}, which need systemd to bring them back after a "
+                      f"crash or a reboot and to run them on time, and here {host.service.why}; {UNCHANGED}")
+    host.say(f"  jobs: not run on this host ({names(spec)}): they need a systemd timer, and here {host.service.why}")
+    return Spec(spec.stop_timeout)
 
 
 def units_of(host: Host) -> Units:

@@ -10,10 +10,12 @@ link the app's account left in shared/log). It ignores TERM: systemd sends TERM 
 process of the unit, the command ends as it likes, and the runner writes its last lines,
 then exits with its status (KILL, after the stop timeout, ends both).
 """
+import fcntl
 import os
 import select
 import signal
 import sys
+import time
 
 from host import VARS, safe
 from host.context import Failure, Host
@@ -106,10 +108,28 @@ def exec_worker(host: Host, name: str, index: str) -> int:
                {f"{VARS}_PROCESS": name, f"{VARS}_PROCESS_INDEX": index})
 
 
+def job_lock(host: Host, name: str) -> int | None:
+    """Job NAME's run lock (shared/run/job-NAME.lock), taken: its fd, held while the run goes
+    on; None while another run holds it. The timer's oneshot unit never overlaps itself;
+    this keeps make run-job and a timer's run apart too."""
+    fd = safe.open_file(host.shared, f"run/job-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600, host.app_owner())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def exec_job(host: Host, name: str) -> int:
     release = host.releases / host.need_current()
     os.chdir(release)
     job = load_spec(host, release.name).job(name)
     if job is None:
         raise Failure(f"release {release.name} has no [schedule:{name}]")
+    if job_lock(host, name) is None:
+        log = open_log(host, log_name("job", name))
+        os.write(log, f"{name}: not run at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: "
+                      "make run-job is running it now\n".encode())
+        return 0
     return run(host, release, job.command, log_name("job", name), {f"{VARS}_JOB": name})

@@ -58,6 +58,10 @@ def cmd_run_job(host: Host, args) -> int:
         known = " ".join(j.name for j in spec.jobs) or "none"
         raise Failure(f"give JOB=NAME, a [schedule:NAME] of release {release} (its jobs: {known})", 2)
     need_systemd(host, "jobs")
+    from host.runner import job_lock
+    if job_lock(host, name) is None:  # held until we exit
+        raise Failure(f"job {name} is running now, started by its timer: make logs PROCESS={name} shows it; "
+                      "run it again when it is done")
     directory = str(host.releases / release)
     env = {**os.environ, f"{VARS}_JOB": name, "PATH": f"{directory}/venv/bin:{os.environ.get('PATH', '')}"}
     from host.serve import units

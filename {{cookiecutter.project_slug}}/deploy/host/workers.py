@@ -33,6 +33,7 @@ class Job:
     when: str
     command: str
     timeout: int = 3600
+    without_systemd: str = "refuse"  # or "skip": the deploy goes on without it, saying so
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class Spec:
     def from_json(cls, data: dict) -> "Spec":
         workers = tuple(Worker(name, str(keys["command"]), int(keys.get("count", 1)))
                         for name, keys in sorted(data.get("processes", {}).items()))
-        jobs = tuple(Job(name, str(keys["when"]), str(keys["command"]), int(keys.get("timeout", 3600)))
+        jobs = tuple(Job(name, str(keys["when"]), str(keys["command"]), int(keys.get("timeout", 3600)),
+                         str(keys.get("without_systemd", "refuse")))
                      for name, keys in sorted(data.get("schedules", {}).items()))
         return cls(int(data.get("stop_timeout", 10)), workers, jobs)
 

@@ -111,9 +111,23 @@ def describe(settings: Settings, plan: HostPlan, tarball: Path, app: str) -> Non
     if plan.found.get("environment_refusal"):
         plan.refusals.append(plan.found["environment_refusal"])
     describe_database(settings, plan)
+    describe_workers(settings, plan)
     command = settings.setting("deploy", "release_command").strip()
-    steps = [s for s in DEPLOY_STEPS if command or s != "release_command"]
-    plan.lines.append(f"steps: upload, {', '.join(steps)}")
+    # workers: a systemd host's deploy always applies them (it removes the units a release no longer names)
+    skipped = {"release_command": not command, "workers": not plan.found.get("systemd")}
+    plan.lines.append(f"steps: upload, {', '.join(s for s in DEPLOY_STEPS if not skipped.get(s))}")
+
+
+def describe_workers(settings: Settings, plan: HostPlan) -> None:
+    """As the host would refuse a release: workers, or jobs that do not say
+    without_systemd = skip, on a host without systemd."""
+    if "systemd" not in plan.found or plan.found["systemd"]:
+        return
+    config = settings.config
+    refused = [*(f"[process:{n}]" for n in config.processes),
+               *(f"[schedule:{n}]" for n, keys in config.schedules.items() if keys["without_systemd"] != "skip")]
+    if refused:
+        plan.refusals.append(f"{', '.join(refused)} need systemd, and {plan.name} does not run it")
 
 
 def migrations(package: str) -> dict[str, tuple[str, ...]]:

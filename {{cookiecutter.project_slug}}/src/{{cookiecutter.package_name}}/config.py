@@ -94,9 +94,9 @@ def _int(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+def _choice(options: tuple[str, ...], case: Callable[[str], str] = str.upper) -> Callable[[str], str]:
     def parse(raw: str) -> str:
-        value = raw.strip().upper()
+        value = case(raw.strip())
         if value not in options:
             raise ValueError(f"{raw!r} is not one of {', '.join(options)}")
         return value
@@ -266,7 +266,8 @@ def _required_line(raw: str) -> str:
 # default (None: required).
 PREFIXED: dict[str, dict[str, tuple[Callable[[str], Any], str | None]]] = {
     "process": {"command": (_required_line, None), "count": (_int(1, 32), "1")},
-    "schedule": {"when": (_calendar, None), "command": (_required_line, None), "timeout": (_seconds, "1h")},
+    "schedule": {"when": (_calendar, None), "command": (_required_line, None), "timeout": (_seconds, "1h"),
+                 "without_systemd": (_choice(("refuse", "skip"), str.lower), "refuse")},
 }
 PREFIXED_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 
