@@ -98,6 +98,7 @@ def test_redeploy_keeps_local_ini_then_rollback(serving):
     new = app.release()
     assert new != old and RELEASE_ID.fullmatch(new)
     assert f"deployed {new}" in result.stdout
+    assert "  test: passed already for this tree" in result.stdout  # the first deploy tested it
     assert "local.ini" not in result.stdout
     assert local_ini(app) == secrets  # same key, still 0600
     # the hand-over re-executed into the new release's own venv
@@ -116,6 +117,22 @@ def test_redeploy_keeps_local_ini_then_rollback(serving):
     assert f"* {old} (current)" in app.make("releases").stdout.splitlines()
     assert app.make("status").returncode == 0
     assert local_ini(app) == secrets
+
+
+def test_a_failing_test_stops_the_deploy_before_any_host_is_touched(serving):
+    """A tree that passed is not tested again by a deploy; any change is."""
+    app = serving
+    before, releases = app.current(), app.releases()
+    broken = app.project / "tests" / "test_zz_broken.py"
+    broken.write_text("def test_broken():\n    assert 1 + 1 == 3\n")
+    try:
+        result = app.make("deploy", check=False)
+    finally:
+        broken.unlink()
+    said = output(result)
+    assert result.returncode != 0 and "make test failed; no host was touched" in said, said
+    assert "test_zz_broken.py" in said and not re.search(r"^\s*host: ", said, re.M), said
+    assert app.current() == before and app.releases() == releases and app.release() == before
 
 
 def test_status_and_restart_find_the_app_on_its_own_port(serving):

@@ -267,6 +267,8 @@ def _next_deploy_succeeds(app: App) -> str:
 def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> None:
     before, releases = app.current(), app.releases()
     log = tmp_path / "deploy.log"
+    changed = app.project / "tests" / "sigint-marker.txt"  # a tree not tested yet: the deploy tests it
+    changed.write_text(f"{time.time()}\n")
     with Load(app.port, **LOAD) as load:
         proc = app.popen_make("deploy", log=log)
         try:
@@ -277,6 +279,7 @@ def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> 
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+        changed.unlink()
         assert not re.search(r"^\s*host: \d+\.\d{3}s$", log.read_text(), re.M), "the host step ran"
         assert app.current() == before and app.releases() == releases
         assert not app.lock.exists()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import target as targets  # deploy/target.py
+from ship import tested
 from ship.messages import ShipError, message
 from ship.remote import Remote, say
 from ship.settings import Settings
@@ -79,6 +80,10 @@ def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True
         raise ShipError(message("local_failed", step="venv"), 1)
     tests = {}
     thread = None
+    key = tested.tree_key() if with_tests else None
+    if with_tests and tested.passed_already(key):
+        say("  test: passed already for this tree (build/tested; make test runs them again)")
+        with_tests = False
     if with_tests:
         def run_tests() -> None:
             tested = time.monotonic()
@@ -98,6 +103,7 @@ def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True
     if with_tests:
         if tests["code"] != 0:
             raise ShipError(message("local_failed", step="test"), 1)
+        tested.record(key)
         say(f"  test: {tests['took']}")
     say(f"  local: {took(started)}")
     return packed
