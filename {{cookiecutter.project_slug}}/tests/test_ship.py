@@ -209,3 +209,27 @@ def test_a_jobs_host_that_is_not_one_of_the_hosts_is_refused(settings, monkeypat
     with pytest.raises(ShipError) as refused:
         settings(REMOTE_HOSTS="web1 web2")
     assert "[deploy] jobs_host of config/prod.ini is web9, which is not one of the hosts (web1 web2)" in str(refused.value)
+
+
+# --- a deploy's tests, skipped for a tree that passed them (ship/tested.py) -----------------------
+
+
+def test_a_tree_passed_once_is_known_until_any_file_git_sees_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    from ship import tested
+    monkeypatch.chdir(tmp_path)
+    assert tested.tree_key() is None and not tested.passed_already(None)  # not a git work tree: always test
+    subprocess.run(["git", "init", "-q"], check=True)
+    (tmp_path / ".gitignore").write_text("build/\n")
+    (tmp_path / "app.py").write_text("x = 1\n")
+    key = tested.tree_key()
+    assert key and not tested.passed_already(key)
+    tested.record(key)
+    assert tested.passed_already(tested.tree_key())
+    (tmp_path / "build" / "ignored.txt").write_text("packed\n")  # what git ignores is not the tree
+    assert tested.tree_key() == key
+    for change in (lambda: (tmp_path / "app.py").write_text("x = 2\n"), lambda: (tmp_path / "new.py").write_text(""),
+                   lambda: (tmp_path / "config").mkdir() or (tmp_path / "config/local.ini").write_text("[app]\n")):
+        change()
+        assert not tested.passed_already(tested.tree_key())
