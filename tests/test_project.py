@@ -243,8 +243,8 @@ def test_tarball_unpacks_to_one_folder(release):
 def test_release_file_describes_the_build(release, baked_project):
     slug, _, version = names(baked_project)
     fields = dict(line.split("=", 1) for line in (release.root / "RELEASE").read_text().splitlines())
-    assert set(fields) == {"name", "version", "commit", "built", "python", "target"}
-    assert (fields["name"], fields["version"], fields["python"]) == (slug, version, ">=3.10")
+    assert set(fields) == {"name", "version", "commit", "built", "python", "target", "env"}
+    assert (fields["name"], fields["version"], fields["python"], fields["env"]) == (slug, version, ">=3.10", "prod")
     assert release.root.name == f"{slug}-{version}-{fields['target']}"
     assert fields["commit"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", fields["built"])
@@ -270,9 +270,9 @@ def test_wheels_are_the_app_and_exactly_the_pinned_requirements(release, baked_p
     assert wheels == expected
 
 
-def test_configs_and_deploy_files_ship_but_not_local_ini(release, baked_project):
+def test_base_and_the_environments_config_and_the_deploy_files_ship_but_not_local_ini(release, baked_project):
     shipped = sorted(p.name for p in (release.root / "config").iterdir())
-    assert shipped == ["base.ini", "dev.ini", "prod.ini", "test.ini"]
+    assert shipped == ["base.ini", "prod.ini"]  # the deployed environment's, no other stage's
     for name in shipped:
         assert (release.root / "config" / name).read_bytes() == (baked_project / "config" / name).read_bytes()
     for name in ("remote.sh", "gunicorn.conf.py", "target.py"):

@@ -6,8 +6,9 @@ a target already resolved for this requirements.txt does not ask the index again
 writes build/<name>-<version>-<needs>.tar.gz, where <needs> is what the wheels need of a
 host: "any" when every wheel is pure Python, so such a project gets one release for every
 target, and targets whose wheels are the same share one. Each tarball's folder holds
-RELEASE, SHA256SUMS, wheels/, config/*.ini (never the host-local file), the host-side
-deploy files and static/ (for nginx).
+RELEASE, SHA256SUMS, wheels/, config/base.ini and the deployed environment's
+config/<APP_ENV>.ini (no other stage's, never the host-local file), the host-side deploy
+files and static/ (for nginx).
 """
 from __future__ import annotations
 
@@ -105,7 +106,23 @@ def pip_failure(stderr: str, target: Target) -> str:
     return f"pip could not download the wheels for {target}: " + (errors[-1] if errors else stderr.strip()[-300:])
 
 
-def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
+def configs(env: str) -> list[Path]:
+    """What a release for ENV carries of config/: base.ini and ENV's own file, nothing else
+    (another stage's settings are not this host's business), never a link."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", env):
+        raise PackError(f"APP_ENV={env!r} is not an environment name (lower-case letters, digits and -)")
+    wanted = [Path("config") / "base.ini", Path("config") / f"{env}.ini"]
+    for ini in wanted:
+        if ini.is_symlink():  # it would ship whatever it points to, on this machine
+            raise PackError(f"{ini} is a symlink: a release carries files, not links; put the file itself there")
+        if not ini.is_file():
+            known = sorted(p.stem for p in Path("config").glob("*.ini") if p.stem not in ("base", "local"))
+            raise PackError(f"there is no {ini}: APP_ENV={env} is not an environment here (the environments: "
+                            f"{', '.join(known)})")
+    return wanted
+
+
+def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path, env: str) -> Path:
     version = app_wheel.name.split("-")[1]
     root = out / f"{NAME}-{version}-{needs}"
     shutil.rmtree(root, ignore_errors=True)
@@ -114,11 +131,8 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
     (root / "deploy").mkdir()
     for wheel in [app_wheel, *wheels]:
         shutil.copy2(wheel, root / "wheels")
-    for ini in sorted(Path("config").glob("*.ini")):
-        if ini.is_symlink():  # it would ship whatever it points to, on this machine
-            raise PackError(f"{ini} is a symlink: a release carries files, not links; put the file itself there")
-        if ini.name != "local.ini":  # host-local secrets never ship
-            shutil.copy2(ini, root / "config")
+    for ini in configs(env):
+        shutil.copy2(ini, root / "config")
     for name in DEPLOY_FILES:
         shutil.copy2(Path("deploy") / name, root / "deploy")
     if not BUNDLE.is_file():
@@ -129,7 +143,7 @@ def pack(app_wheel: Path, wheels: list[Path], needs: str, out: Path) -> Path:
         shutil.copytree(Path("src") / PACKAGE / "static", root / "static")
     built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (root / "RELEASE").write_text(f"name={NAME}\nversion={version}\ncommit={git_commit()}\nbuilt={built}\n"
-                                  f"python={PYTHON_REQUIRES}\ntarget={needs}\n")
+                                  f"python={PYTHON_REQUIRES}\ntarget={needs}\nenv={env}\n")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     (root / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(root)}\n" for p in files))
     tarball = out / f"{root.name}.tar.gz"
@@ -146,7 +160,8 @@ def owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
     return member
 
 
-def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_installer: str) -> list[tuple[Target, Path]]:
+def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, host_installer: str,
+             env: str = "prod") -> list[tuple[Target, Path]]:
     """One tarball per distinct set of wheels; returns (target, tarball) for every target."""
     app_wheels = sorted(dist.glob("*.whl"))
     if len(app_wheels) != 1:
@@ -156,6 +171,7 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
     with zipfile.ZipFile(app_wheels[0]) as wheel:
         problems += source_problems(Path("src") / PACKAGE, PACKAGE, wheel.namelist())
     refuse(problems)
+    configs(env)  # before any download
     tools = {canonical(host_installer.split("==")[0])}
     packed: dict[tuple[str, ...], Path] = {}
     needs_seen: dict[str, tuple[str, ...]] = {}
@@ -167,7 +183,7 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
         if needs_seen.setdefault(needs, tuple(names)) != tuple(names):
             needs = str(target)  # pure wheels that differ by Python (markers): one release each
         if tuple(names) not in packed:
-            packed[tuple(names)] = pack(app_wheels[0], [CACHE / n for n in names], needs, out)
+            packed[tuple(names)] = pack(app_wheels[0], [CACHE / n for n in names], needs, out, env)
         tarball = packed[tuple(names)]
         print(f"{target}: {len(names)} wheels ({downloaded} downloaded), "
               f"{tarball} ({tarball.stat().st_size // 1024} KiB)")
@@ -236,11 +252,13 @@ def main() -> int:
     parser.add_argument("--host-installer", required=True, help="the installer the host installs wheels with, e.g. installer==1.1.0")
     parser.add_argument("--targets", default="", help="targets, spaced (default: this machine's)")
     parser.add_argument("--record", type=Path, help="write `target tarball` lines here")
+    parser.add_argument("--env", default=os.environ.get("APP_ENV") or "prod",
+                        help="the environment the release is for (default: APP_ENV, as make hands it over, else prod)")
     args = parser.parse_args()
     try:
         targets = [Target.parse(t) for t in args.targets.split()] or \
             [Target.from_facts(local_facts(), where="this machine")]
-        packed = pack_for(targets, args.dist, args.out, args.requirements, args.host_installer)
+        packed = pack_for(targets, args.dist, args.out, args.requirements, args.host_installer, args.env)
     except (PackError, TargetError) as exc:
         print(f"error: make pack: {exc}", file=sys.stderr)
         return 2

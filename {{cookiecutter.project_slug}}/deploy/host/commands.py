@@ -60,8 +60,7 @@ def ensure_local_ini(host: Host) -> None:
 
 
 def install_upload(host: Host, upload: str, sha256: str) -> str:
-    return install(host.app, upload, sha256, sys.executable,
-                   host.settings.host_name)
+    return install(host.app, upload, sha256, sys.executable, host.settings.host_name, host.settings.env)
 
 
 @command("install", "verify an upload, unpack it into releases/<id>, build its venv offline (make copy)", *UPLOAD)

@@ -131,7 +131,7 @@ def venv_identity(venv: Path) -> list[str]:
     return sorted(line for line in lines if line.startswith(("home", "version")))
 
 
-def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_name: str) -> str:
+def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_name: str, env: str = "") -> str:
     """Verify the upload in .incoming, unpack it into releases/<id> and build its venv
     offline; the release's id. A release that did not finish installing is marked
     .unfinished and never activated."""
@@ -145,6 +145,10 @@ def install(app_dir: Path, upload: str, expected_sha256: str, python: str, host_
         unpack(tarball, scratch)
         if not (scratch / "RELEASE").is_file():
             raise Refusal(f"upload {upload} has no RELEASE file; nothing was installed")
+        packed_for = read_release(scratch / "RELEASE").get("env")
+        if env and packed_for and packed_for != env:  # it carries only base.ini and its own env's
+            raise Refusal(f"upload {upload} was packed for {packed_for}, not {env}: make pack APP_ENV={env} "
+                          "packs one for it; nothing was installed")
         python = fits(scratch, python, host_name)
     except Refusal:
         remove(scratch)
