@@ -331,9 +331,12 @@ def cmd_shell(host: Host, args) -> None:
 
 
 def app_cli(host: Host, directory: str, *words: str, capture: bool = False, stdin=None):
-    """The release's own command line (<package> …), as the app's account, in its directory."""
-    return subprocess.run([*host.service.as_app, f"{directory}/venv/bin/{PACKAGE}", *words], cwd=directory,
-                          capture_output=capture, text=True, stdin=stdin, check=False)
+    """The release's own command line (<package> …: backups, restores, host settings) in its
+    directory, in the app's sandbox (host/sandbox.py), as the app's account."""
+    from host.serve import units
+    argv = sandbox.command(host.service, units(host), [f"{directory}/venv/bin/{PACKAGE}", *words], directory,
+                           dict(os.environ), VARS)
+    return subprocess.run(argv, cwd=directory, capture_output=capture, text=True, stdin=stdin, check=False)
 
 
 def edit_local(host: Host, what: str, setting: str, stdin=None) -> None:

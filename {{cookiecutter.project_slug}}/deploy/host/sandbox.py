@@ -1,5 +1,6 @@
-"""The app's code run on the host outside its service (the release command and make exec so
-far), in the same sandbox as the service.
+"""The app's code run on the host outside its service (the release command, make exec, jobs
+run by make run-job, and the app's own command line: backups, restores, host settings), in
+the same sandbox as the service.
 
 Where systemd runs the app, such a command runs as a transient unit of the same manager
 (`systemd-run --wait --pipe`), with the service unit's sandbox and limits as properties: the
@@ -7,8 +8,8 @@ same account, the same read-only system and writable shared/, the same system ca
 whoever starts it. Its input, output and exit status are the caller's. Elsewhere (a detached
 gunicorn) it runs as it is: there is no sandbox to share.
 
-Left for later: the smoke boot, backup, restore and make shell (a terminal: --pty, not
---pipe) still run through Service.as_app.
+Left for later: the smoke boot (a gunicorn the deploy stops by its pid) and make shell (a
+terminal: --pty, not --pipe) still run through Service.as_app.
 """
 import os
 
