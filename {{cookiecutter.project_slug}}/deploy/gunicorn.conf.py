@@ -17,7 +17,9 @@ except ConfigError as exc:
     raise SystemExit(f"configuration for {_env} is invalid:\n{exc}") from None
 
 wsgi_app = "{{ cookiecutter.package_name }}.wsgi:app"
-bind = [f"{_config['server']['host']}:{_config['server']['port']}"]
+# Behind the edge ([proxy] domain: nginx on this host), gunicorn answers nginx alone.
+_host = "127.0.0.1" if _config["proxy"]["domain"] else _config["server"]["host"]
+bind = [f"{_host}:{_config['server']['port']}"]
 workers = _config["server"]["workers"]
 threads = _config["server"]["threads"]
 timeout = _config["server"]["timeout"]

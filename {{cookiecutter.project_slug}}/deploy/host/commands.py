@@ -83,6 +83,8 @@ def cmd_deploy(host: Host, args) -> None:
         raise
     release = host.step("install", install_upload, host, args.upload, args.sha256)
     ensure_local_ini(host)
+    from host.proxy import apply_edge  # host/proxy.py registers its commands after these
+    host.step("edge", apply_edge, host, release)  # [proxy] domain: nginx site and certificate, before the switch
     activate(host, release, run_release_command=True)
     host.step("prune", prune, host.app, host.settings.keep)
     host.say(f"deployed {release}: serving on port {host.settings.port}")
@@ -209,6 +211,8 @@ def cmd_status(host: Host, args) -> int:
     host.say(f"port: {host.settings.port}")
     ok, answer = wait_healthy(host.settings.port, None, 0)
     host.say(f"healthz: {answer}" if ok else f"healthz: FAILED: {answer}")
+    from host.proxy import edge_status
+    edge_status(host)
     return 0 if ok and not failed else 1
 
 

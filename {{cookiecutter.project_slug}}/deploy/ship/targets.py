@@ -172,6 +172,14 @@ def hold(settings: Settings, remote: Remote) -> int:
     return remote.run("lock", settings["MESSAGE"]).status
 
 
+@target("setup-host")
+def setup_host(settings: Settings, remote: Remote) -> int:
+    """make setup-host REMOTE_USER=root DEPLOY_USER=deploy: the host checks both (and REMOTE_DIR
+    goes as the deploy user's, relative to its home)."""
+    return remote.run("setup_host", env={"DEPLOY_USER": settings["DEPLOY_USER"],
+                                         "DEPLOY_DIR": settings["REMOTE_DIR"]}).status
+
+
 def register_host_commands(names: list[str]) -> None:
     """The host program's registry's targets (start, stop, ...): each is run there as it is,
     unless it is registered above with what it needs (lock's MESSAGE)."""

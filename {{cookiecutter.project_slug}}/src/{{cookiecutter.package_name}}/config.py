@@ -190,6 +190,60 @@ def _database_url(raw: str) -> str:
 {%- endif %}
 
 
+# [proxy] domain: a DNS name of two labels or more (what certbot and nginx's server_name take).
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
+TLS_MODES = ("acme", "own", "off")
+
+
+def _domain(raw: str) -> str:
+    value = raw.strip().lower().rstrip(".")
+    if value and not DOMAIN.fullmatch(value):
+        raise ValueError(f"{raw.strip()!r} is not a domain name (e.g. app.example.com; empty: no proxy)")
+    return value
+
+
+def _tls(raw: str) -> str:
+    value = raw.strip().lower() or "acme"
+    if value not in TLS_MODES:
+        raise ValueError(f"{raw.strip()!r} is not one of {', '.join(TLS_MODES)} (acme: a certificate from "
+                         "acme_directory; own: certificate and private_key; off: plain http)")
+    return value
+
+
+def _email(raw: str) -> str:
+    value = raw.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", value):
+        raise ValueError(f"{value!r} is not an e-mail address (empty: none is given to the ACME server)")
+    return value
+
+
+def _https_url(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+-]*)?", value):
+        raise ValueError(f"{value!r} is not an https:// URL (an ACME directory, e.g. Let's Encrypt's)")
+    return value
+
+
+def _host_path(raw: str) -> str:
+    """An absolute path on the host, or empty."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"/[A-Za-z0-9._/+-]*", value):
+        raise ValueError(f"{value!r} is not an absolute path on the host (letters, digits and ._/+- only)")
+    return os.path.normpath(value) if value else value
+
+
+def proxy_errors(proxy: Mapping[str, Any], origins: Mapping[tuple[str, str], str]) -> list[str]:
+    """What [proxy] needs beyond each key's own check: own TLS names its files, acme needs none."""
+    if not proxy["domain"]:
+        return []
+    where = origins.get(("proxy", "tls"), "[proxy]")
+    if proxy["tls"] == "own":
+        return [f"{where}: [proxy] {key} is empty: tls = own needs the host's {what}"
+                for key, what in (("certificate", "certificate file"), ("private_key", "private key file"))
+                if not proxy[key]]
+    return []
+
+
 # What the host-local file (shared/local.ini, the app's own account's to write) may not set.
 NOT_LOCAL = {("deploy", "release_command"): "it runs at every deploy; set it in config/<env>.ini, in git"}
 
@@ -229,6 +283,9 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "keep_backups": _int(1, 1000),
 {%- endif %}
     },
+    "proxy": {"domain": _domain, "tls": _tls,
+              "acme_email": _email, "acme_directory": _https_url, "acme_ca_bundle": _host_path,
+              "certificate": _host_path, "private_key": _host_path, "static_max_age": _int(0)},
 {%- if cookiecutter.database != "none" %}
     "database": {"url": _database_url},
 {%- endif %}
@@ -434,6 +491,8 @@ def load_config(
             except ValueError as exc:
                 errors.append(f"{where}: [{section}] {key}: {exc}")
     _parse_prefixed(config, prefixed, errors)
+    if not errors:
+        errors += proxy_errors(config["proxy"], config.origins)
     if not errors and env == "prod" and config["app"]["debug"]:
         errors.append(f"[app] debug is on for prod (set in {merged['app']['debug'][1]}): turn it off")
     if errors:

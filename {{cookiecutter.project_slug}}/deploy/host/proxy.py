@@ -1,0 +1,249 @@
+"""HTTPS at the edge, the host program's side: `make setup-host` (as root, once) makes the
+host ready for an ordinary deploy user; `make deploy` with a [proxy] domain asks the edge
+helper (host/edge.py, installed root's by setup-host) to apply the site and obtain the
+certificate; `make status` shows them. The helper is all that runs as root for a deploy."""
+import argparse
+import json
+import os
+import pkgutil
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from host import DIST, PACKAGE, commands  # noqa: F401 (commands first: the registry's order is help's)
+from host.cli import command
+from host.context import Failure, Host
+
+HELPER_DIR = Path("/usr/local/lib") / f"{DIST}-edge"
+HELPER = HELPER_DIR / "edge.py"
+SUDOERS = Path("/etc/sudoers.d") / f"{DIST}-edge"  # no dot in the name: sudo skips such files
+RENEW_HOOK = Path("/etc/letsencrypt/renewal-hooks/deploy") / f"{DIST}-reload-nginx"
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+PACKAGES = (("nginx", "nginx"), ("certbot", "certbot"), ("sudo", "sudo"))
+SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROXY_KEYS = ("domain", "tls", "acme_email", "acme_directory", "acme_ca_bundle", "certificate", "private_key")
+HELPER_FLAGS = ("--domain", "--tls", "--email", "--directory", "--ca-bundle", "--certificate", "--private-key")
+
+
+# --- make setup-host, as root -----------------------------------------------------------------
+
+
+def write_root_file(path: Path, data: bytes, mode: int) -> bool:
+    """PATH (in root's directories) holding DATA with MODE; True when that changed it."""
+    try:
+        st = path.lstat()
+        if path.read_bytes() == data and st.st_uid == 0 and (st.st_mode & 0o7777) == mode:
+            return False
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        os.fchmod(handle.fileno(), mode)
+    os.replace(tmp, path)
+    return True
+
+
+def missing_packages() -> list[str]:
+    return [package for tool, package in PACKAGES if shutil.which(tool, path=SBIN) is None]
+
+
+def install_packages(say) -> list[str]:
+    missing = missing_packages()
+    if not missing:
+        return []
+    line = f"apt-get install --no-install-recommends {' '.join(missing)}"
+    if shutil.which("apt-get", path=SBIN) is None:
+        raise Failure(f"this host lacks {', '.join(missing)} and has no apt-get: install them, then make setup-host again")
+    say(f"  installing {' '.join(missing)} from the host's apt sources")
+    said = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                          capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": SBIN})
+    if said.returncode != 0 or missing_packages():
+        last = (said.stderr.strip().splitlines() or said.stdout.strip().splitlines() or ["?"])[-1]
+        raise Failure(f"apt-get could not install {' '.join(missing)} ({last}): run `apt-get update && {line}` "
+                      "on the host, then make setup-host again")
+    return [f"installed {' '.join(missing)}"]
+
+
+def ensure_user(user: str) -> list[str]:
+    changed = []
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        made = subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--", user], capture_output=True,
+                              text=True, check=False, env={**os.environ, "PATH": SBIN})
+        if made.returncode != 0:
+            raise Failure(f"cannot create the user {user}: {made.stderr.strip()}") from None
+        account = pwd.getpwnam(user)
+        changed.append(f"created the user {user} (home {account.pw_dir})")
+    linger = Path("/var/lib/systemd/linger") / user
+    if not linger.exists():
+        if subprocess.run(["loginctl", "enable-linger", user], capture_output=True, check=False).returncode != 0:
+            linger.parent.mkdir(parents=True, exist_ok=True)
+            linger.touch()
+        changed.append(f"lingering on for {user}: its user manager (and the app's unit) starts at boot")
+    # Its logins: root's keys when it has none. As the user, by a fixed script (nothing pasted
+    # into it): root writing into a home the user owns could follow a link planted there.
+    keys = Path("/root/.ssh/authorized_keys")
+    as_user = ["runuser", "-u", user, "--"]
+    has_keys = subprocess.run([*as_user, "test", "-e", f"{account.pw_dir}/.ssh/authorized_keys"], check=False)
+    if has_keys.returncode != 0 and keys.is_file():
+        script = 'umask 077 && mkdir -p "$1/.ssh" && cat >"$1/.ssh/authorized_keys"'
+        copied = subprocess.run([*as_user, "sh", "-c", script, "sh", account.pw_dir], input=keys.read_bytes(),
+                                capture_output=True, check=False)
+        if copied.returncode != 0:
+            raise Failure(f"cannot give {user} root's ssh keys: {copied.stderr.decode(errors='replace').strip()}")
+        changed.append(f"{user} logs in with root's ssh keys ({keys})")
+    return changed
+
+
+def helper_source() -> bytes:
+    """host/edge.py with this interpreter in its shebang (-I: no user site, no environment)."""
+    source = pkgutil.get_data("host", "edge.py")
+    return f"#!{os.path.realpath(sys.executable)} -I\n".encode() + source
+
+
+def install_helper(user: str, app_dir: str) -> list[str]:
+    changed = []
+    for path in (HELPER_DIR, Path("/etc") / f"{DIST}-edge"):
+        if not path.is_dir():
+            path.mkdir(mode=0o755, parents=True)
+            changed.append(f"made {path}")
+        os.chown(path, 0, 0)
+        path.chmod(0o755)
+    if write_root_file(HELPER, helper_source(), 0o755):
+        changed.append(f"installed the edge helper {HELPER}")
+    settings = json.dumps({"user": user, "app_dir": app_dir}, sort_keys=True).encode() + b"\n"
+    if write_root_file(HELPER_DIR / "edge.json", settings, 0o644):
+        changed.append(f"edge helper settings: {user}, app directory {app_dir}")
+    rule = f"{user} ALL=(root) NOPASSWD: {HELPER}\n".encode()
+    if SUDOERS.exists() and SUDOERS.read_bytes() == rule and (SUDOERS.stat().st_mode & 0o777) == 0o440:
+        return changed
+    tmp = SUDOERS.with_name(f".{SUDOERS.name}.new")  # a dot: sudo never reads it meanwhile
+    write_root_file(tmp, rule, 0o440)
+    checked = subprocess.run(["visudo", "-c", "-q", "-f", str(tmp)], capture_output=True, text=True, check=False,
+                             env={**os.environ, "PATH": SBIN})
+    if checked.returncode != 0:
+        tmp.unlink()
+        raise Failure(f"visudo refused the rule for {user}: {(checked.stderr or checked.stdout).strip()}")
+    os.replace(tmp, SUDOERS)
+    changed.append(f"{user} may run {HELPER} as root without a password, and nothing else ({SUDOERS})")
+    return changed
+
+
+def ensure_renewal_hook() -> list[str]:
+    hook = b"#!/bin/sh\n# certbot runs this after a renewal: nginx serves the new certificate.\nsystemctl reload nginx\n"
+    if write_root_file(RENEW_HOOK, hook, 0o755):
+        return [f"certbot reloads nginx after a renewal ({RENEW_HOOK})"]
+    return []
+
+
+def ensure_nginx_running() -> list[str]:
+    if not Path("/run/systemd/system").is_dir():
+        return []
+    active = subprocess.run(["systemctl", "is-active", "--quiet", "nginx"], check=False).returncode == 0
+    enabled = subprocess.run(["systemctl", "is-enabled", "--quiet", "nginx"], check=False).returncode == 0
+    if active and enabled:
+        return []
+    subprocess.run(["systemctl", "enable", "--now", "--quiet", "nginx"], check=False)
+    return ["nginx enabled and started"]
+
+
+def deploy_dir(user: str, given: str) -> str:
+    """REMOTE_DIR as the deploy user has it: relative means under its home."""
+    home = pwd.getpwnam(user).pw_dir
+    return os.path.normpath(given if given.startswith("/") else os.path.join(home, given))
+
+
+@command("setup_host", "as root, once: nginx, certbot, the DEPLOY_USER and the edge helper it may run with sudo",
+         target=True, context=False)
+def cmd_setup_host(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        Host.say(line)
+
+    user = os.environ.get("DEPLOY_USER", "")
+    try:
+        if os.geteuid() != 0:
+            raise Failure("setup-host runs as root: give REMOTE_USER=root (and DEPLOY_USER=the deploy user)")
+        if not USER_NAME.fullmatch(user) or user == "root":
+            raise Failure(f"DEPLOY_USER {user!r} is not an ordinary user name (e.g. deploy): the user the app is "
+                          "deployed as, made when missing")
+        changed = install_packages(say) + ensure_user(user)
+        changed += install_helper(user, deploy_dir(user, os.environ.get("DEPLOY_DIR") or f"apps/{DIST}"))
+        changed += ensure_renewal_hook() + ensure_nginx_running()
+    except Failure as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return failure.status
+    for line in changed:
+        say(f"  changed: {line}")
+    say(f"setup-host: {len(changed)} change(s)" if changed else "setup-host: nothing to change, the host was ready")
+    return 0
+
+
+# --- make deploy and make status, as the deploy user --------------------------------------------
+
+
+def release_proxy(host: Host, release: str) -> dict:
+    """The release's own [proxy] settings (config.py as a script: standard library only)."""
+    directory = host.releases / release
+    python = str(directory / "venv" / "bin" / "python")
+    for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
+        keys = [word for key in PROXY_KEYS for word in ("proxy", key)]
+        got = subprocess.run([*host.service.as_app, python, "-S", str(config), "get", host.settings.env, *keys],
+                             cwd=directory, capture_output=True, text=True, check=False)
+        if got.returncode == 0:
+            return dict(zip(PROXY_KEYS, [*got.stdout.split("\n"), *[""] * len(PROXY_KEYS)]))
+        if "unknown setting [proxy]" in got.stderr:
+            return {}  # a release from before [proxy]
+        raise Failure(f"cannot read [proxy] of {release} ({' '.join(got.stderr.split())})")
+    return {}
+
+
+def helper_argv(*args: str) -> list[str]:
+    return [str(HELPER), *args] if os.geteuid() == 0 else ["sudo", "-n", str(HELPER), *args]
+
+
+def apply_edge(host: Host, release: str) -> None:
+    """With a [proxy] domain: the helper writes the nginx site (and obtains the certificate
+    on the first deploy) before the switch; a refusal fails the deploy with the old site and
+    release serving."""
+    proxy = release_proxy(host, release)
+    if not proxy.get("domain"):
+        return
+    if not HELPER.exists():
+        raise Failure(f"[proxy] domain is {proxy['domain']}, but this host has no edge helper ({HELPER}): run "
+                      f"make setup-host REMOTE_USER=root DEPLOY_USER={pwd.getpwuid(os.getuid()).pw_name} once")
+    if host.settings.port is None:
+        raise Failure("PORT is not set: the nginx site needs gunicorn's port")
+    words = [word for flag, key in zip(HELPER_FLAGS, PROXY_KEYS) for word in (flag, proxy[key])]
+    said = subprocess.run(helper_argv("apply", *words, "--port", str(host.settings.port)), capture_output=True,
+                          text=True, check=False, stdin=subprocess.DEVNULL)
+    for line in said.stdout.splitlines():
+        host.say(line)
+    if said.returncode != 0:
+        (host.releases / release / ".refused").touch()
+        why = (said.stderr.strip().splitlines() or ["the edge helper failed"])[-1].removeprefix("error: ")
+        raise Failure(f"{why} (release {release} not activated; {host.current_id() or 'nothing'} still serving)")
+
+
+def edge_status(host: Host) -> None:
+    if not HELPER.exists():
+        return
+    said = subprocess.run(helper_argv("status"), capture_output=True, text=True, check=False,
+                          stdin=subprocess.DEVNULL)
+    try:
+        answer = json.loads(said.stdout)
+    except ValueError:
+        host.say(f"proxy: unknown ({said.stderr.strip() or 'the edge helper did not answer'})")
+        return
+    if answer.get("domain"):
+        expires = answer.get("certificate_expires")
+        host.say(f"proxy: https://{answer['domain']}/ (tls {answer['tls']}"
+                 + (f", certificate expires {expires})" if expires else ")"))

@@ -1,0 +1,128 @@
+"""The edge helper (deploy/host/edge.py, run as root by the deploy user through sudo): what it
+accepts, what it refuses, the nginx site it writes, and how it reads the user's files."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+DEPLOY = Path(__file__).parents[1] / "deploy"
+sys.path.insert(0, str(DEPLOY))
+from host import edge, proxy
+
+APP = "/home/deploy/apps/{{ cookiecutter.project_slug }}"
+CERT = "-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----"
+KEY = "-----BEGIN PRIVATE KEY-----\nTUlJRQ==\n-----END PRIVATE KEY-----"
+
+
+def acme(**given):
+    return {"domain": "app.example.com", "tls": "acme", "port": "8000",
+            "directory": "https://acme-v02.api.letsencrypt.org/directory", **given}
+
+
+def test_a_plain_request_is_accepted():
+    request = edge.check(acme(email="ops@example.com", ca_bundle=f"{APP}/shared/ca.pem"), APP)
+    assert request == edge.Request("app.example.com", "acme", 8000, "ops@example.com",
+                                   "https://acme-v02.api.letsencrypt.org/directory", f"{APP}/shared/ca.pem")
+
+
+def test_every_bad_value_is_refused_in_one_sentence():
+    with pytest.raises(edge.EdgeError) as caught:
+        edge.check({"domain": "evil.com;\n}", "tls": "acme", "port": "80", "email": "x",
+                    "directory": "file:///etc/shadow", "ca_bundle": "/etc/shadow"}, APP)
+    assert str(caught.value) == (
+        "'evil.com;\\n}' is not a domain name (lowercase, e.g. app.example.com); "
+        "port '80' is not an unprivileged port (1024 to 65535) for gunicorn on 127.0.0.1; "
+        "'x' is not an e-mail address; the ACME directory 'file:///etc/shadow' is not an https:// URL; "
+        f"ca_bundle '/etc/shadow' is not a plain absolute path under {APP} or /etc/ssl/ or "
+        "/usr/local/share/ca-certificates/ or /usr/share/ca-certificates/")
+
+
+@pytest.mark.parametrize("path", [f"{APP}/../other/key.pem", "/home/deploy/apps/other/key.pem", f"{APP}",
+                                  f"{APP}/shared/$(id).pem", "relative/key.pem", f"{APP}//shared/key.pem"])
+def test_own_files_must_be_plain_paths_in_the_apps_directory(path):
+    with pytest.raises(edge.EdgeError, match="private_key .* is not a plain absolute path under"):
+        edge.check(acme(tls="own", certificate=f"{APP}/shared/tls/chain.pem", private_key=path), APP)
+
+
+def test_own_tls_without_its_files_and_a_bad_tls_mode():
+    with pytest.raises(edge.EdgeError, match="^tls own needs certificate; tls own needs private_key$"):
+        edge.check(acme(tls="own"), APP)
+    with pytest.raises(edge.EdgeError, match="^tls 'none' is not acme, own or off$"):
+        edge.check(acme(tls="none"), APP)
+
+
+def test_the_https_site():
+    site = edge.render_site(edge.Request("app.example.com", "acme", 8000))
+    live = "/etc/letsencrypt/live/app.example.com"
+    assert site == "\n".join([
+        "# {{ cookiecutter.project_slug }}'s site, written by its edge helper at every deploy: do not edit (make deploy writes it).",
+        "",
+        "server {", "    listen 80;", "    server_name app.example.com;",
+        "    location /.well-known/acme-challenge/ {", f"        root {edge.WEBROOT};",
+        "        default_type text/plain;", "    }",
+        "    location / {", "        return 301 https://app.example.com$request_uri;", "    }", "}", "",
+        "server {", "    listen 443 ssl;", "    server_name app.example.com;",
+        f"    ssl_certificate {live}/fullchain.pem;", f"    ssl_certificate_key {live}/privkey.pem;",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_session_cache shared:{{ cookiecutter.project_slug | replace('-', '_') }}_tls:10m;",
+        '    add_header Strict-Transport-Security "max-age=31536000" always;',
+        "    location / {", "        proxy_pass http://127.0.0.1:8000;", "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";', "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;", "    }", "}", ""])
+
+
+def test_own_and_off_sites():
+    own = edge.render_site(edge.Request("app.example.com", "own", 9000, certificate="/x", private_key="/y"))
+    assert f"    ssl_certificate {edge.STATE}/tls/fullchain.pem;" in own.splitlines()
+    off = edge.render_site(edge.Request("app.example.com", "off", 9000)).splitlines()
+    assert "    listen 443 ssl;" not in off and "return 301" not in "\n".join(off)
+    assert "        proxy_pass http://127.0.0.1:9000;" in off and "    location /.well-known/acme-challenge/ {" in off
+
+
+def test_the_challenge_site_answers_only_the_challenge():
+    lines = edge.render_acme_site("new.example.com").splitlines()
+    assert "    server_name new.example.com;" in lines
+    assert lines[lines.index("    location / {") + 1] == "        return 404;"
+
+
+def test_pem_blocks_keep_only_the_named_blocks():
+    data = f"# Issuer: someone\n{CERT}\r\ngarbage\n{KEY}\n{CERT}\n".encode()
+    assert edge.pem_blocks(data, edge.CERT_LABELS, "f") == f"{CERT}\n{CERT}\n"
+    assert edge.pem_blocks(data, edge.KEY_LABELS, "f") == f"{KEY}\n"
+    with pytest.raises(edge.EdgeError, match="^/etc/shadow holds no PEM CERTIFICATE block$"):
+        edge.pem_blocks(b"root:$y$j9T$...:19000:0:99999:7:::\n", edge.CERT_LABELS, "/etc/shadow")
+
+
+def test_files_are_read_without_following_a_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "ca.pem").write_text(CERT)
+    os.symlink(tmp_path / "real", tmp_path / "dirlink")
+    os.symlink(tmp_path / "real" / "ca.pem", tmp_path / "real" / "link.pem")
+    assert edge.read_nofollow(str(tmp_path / "real" / "ca.pem")) == CERT.encode()
+    for linked in ("dirlink/ca.pem", "real/link.pem"):
+        with pytest.raises(edge.EdgeError, match="a link is never followed"):
+            edge.read_nofollow(str(tmp_path / linked))
+    with pytest.raises(edge.EdgeError, match="is not a regular file"):
+        edge.read_nofollow(str(tmp_path / "real"))
+
+
+def test_the_helper_file_is_the_module_with_a_root_shebang():
+    source = proxy.helper_source()
+    assert source.startswith(f"#!{os.path.realpath(sys.executable)} -I\n".encode())
+    assert source.endswith((DEPLOY / "host" / "edge.py").read_bytes())
+    assert b"\nfrom host" not in source and b"\nimport host" not in source  # it runs alone
+
+
+def test_the_helper_refuses_to_run_as_anyone_but_root(capsys, monkeypatch):
+    monkeypatch.setattr(edge.os, "geteuid", lambda: 1000)  # the template's tests run it as root, on a server
+    assert edge.main(["status"]) == 1
+    assert capsys.readouterr().err == "error: the edge helper runs as root (sudo)\n"
+
+
+@pytest.mark.parametrize(("user", "ok"), [("deploy", True), ("web_1", True), ("Deploy", False), ("a b", False),
+                                          ("-o", False), ("x" * 33, False)])
+def test_deploy_user_names(user, ok):
+    assert bool(proxy.USER_NAME.fullmatch(user)) is ok
