@@ -8,7 +8,7 @@ import pytest
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 sys.path.insert(0, str(DEPLOY))
-from host import edge, proxy
+from host import commands, edge, proxy  # noqa: F401 (commands first: it registers proxy's after its own)
 
 APP = "/home/deploy/apps/{{ cookiecutter.project_slug }}"
 CERT = "-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----"

@@ -72,7 +72,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from host import commands, proxy  # noqa: F401 (registers the commands)
+    from host import commands  # noqa: F401 (registers the commands)
     from host.context import Failure, Host
 
     given = argv[0] if argv else "help"

@@ -83,8 +83,7 @@ def cmd_deploy(host: Host, args) -> None:
         raise
     release = host.step("install", install_upload, host, args.upload, args.sha256)
     ensure_local_ini(host)
-    from host.proxy import apply_edge  # host/proxy.py registers its commands after these
-    host.step("edge", apply_edge, host, release)  # [proxy] domain: nginx site and certificate, before the switch
+    host.step("edge", proxy.apply_edge, host, release)  # [proxy] domain: nginx site and certificate, before the switch
     activate(host, release, run_release_command=True)
     host.step("prune", prune, host.app, host.settings.keep)
     host.say(f"deployed {release}: serving on port {host.settings.port}")
@@ -211,8 +210,7 @@ def cmd_status(host: Host, args) -> int:
     host.say(f"port: {host.settings.port}")
     ok, answer = wait_healthy(host.settings.port, None, 0)
     host.say(f"healthz: {answer}" if ok else f"healthz: FAILED: {answer}")
-    from host.proxy import edge_status
-    edge_status(host)
+    proxy.edge_status(host)
     return 0 if ok and not failed else 1
 
 
@@ -423,5 +421,6 @@ def cmd_check_host(host: Host, args) -> int:
     return 0
 
 
-# Register the commands of their own modules: the database's (they use those above), the hold's, make plan's.
-from host import database, hold, plan, worker_commands  # noqa: F401
+# Register the commands of their own modules: the database's (they use those above), the hold's, make plan's,
+# the workers' and jobs', the edge's (setup-host).
+from host import database, hold, plan, proxy, worker_commands  # noqa: F401

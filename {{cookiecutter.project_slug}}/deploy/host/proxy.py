@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host import DIST, PACKAGE, commands  # noqa: F401 (commands first: the registry's order is help's)
+from host import DIST, PACKAGE
 from host.cli import command
 from host.context import Failure, Host
 
