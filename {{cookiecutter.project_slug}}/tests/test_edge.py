@@ -126,3 +126,24 @@ def test_the_helper_refuses_to_run_as_anyone_but_root(capsys, monkeypatch):
                                           ("-o", False), ("x" * 33, False)])
 def test_deploy_user_names(user, ok):
     assert bool(proxy.USER_NAME.fullmatch(user)) is ok
+
+
+def test_a_certificate_is_ordered_again_only_from_another_acme_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(edge, "LETSENCRYPT", tmp_path)
+    request = edge.check(acme(), APP)
+    assert not edge.has_certificate(request)  # none yet: the first deploy orders one
+    (tmp_path / "live" / request.domain).mkdir(parents=True)
+    (tmp_path / "live" / request.domain / "fullchain.pem").write_text(CERT)
+    (tmp_path / "renewal").mkdir()
+    renewal = tmp_path / "renewal" / f"{request.domain}.conf"
+    renewal.write_text(f"[renewalparams]\nauthenticator = webroot\nserver = {request.directory}\n")
+    assert edge.has_certificate(request)
+    assert not edge.has_certificate(edge.check(acme(directory="https://ca.internal/acme/directory"), APP))
+
+
+def test_status_names_what_was_applied_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(edge, "STATE", tmp_path)
+    assert edge.status() == {"domain": ""}
+    assert edge.write_file(tmp_path / "applied.json", '{"domain": "app.example.com", "tls": "off", "port": 8000}')
+    assert not edge.write_file(tmp_path / "applied.json", '{"domain": "app.example.com", "tls": "off", "port": 8000}')
+    assert edge.status() == {"domain": "app.example.com", "tls": "off"}
