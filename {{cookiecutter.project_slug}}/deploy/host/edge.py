@@ -231,7 +231,8 @@ def nginx_test() -> str:
 def reload_nginx() -> None:
     """A graceful reload: old workers finish their connections; started when it is not running."""
     if not Path("/run/systemd/system").is_dir():  # no systemd: nginx's own signals
-        said = run("nginx", "-s", "reload") if Path("/run/nginx.pid").exists() else run("nginx")
+        pid = Path("/run/nginx.pid").read_text().strip() if Path("/run/nginx.pid").exists() else ""
+        said = run("nginx", "-s", "reload") if pid.isdigit() and Path(f"/proc/{pid}").exists() else run("nginx")
     elif run("systemctl", "is-active", "--quiet", "nginx").returncode == 0:
         said = run("systemctl", "reload", "nginx")
     else:
