@@ -23,6 +23,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,17 +229,33 @@ def nginx_test() -> str:
     return errors[0].strip()
 
 
-def reload_nginx() -> None:
-    """A graceful reload: old workers finish their connections; started when it is not running."""
+def nginx_workers() -> tuple[str, set[str]]:
+    """nginx's master pid (its pidfile) and its children's pids, or ('', set())."""
+    try:
+        pid = Path("/run/nginx.pid").read_text().strip()
+        return pid, set(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except (OSError, ValueError):
+        return "", set()
+
+
+def reload_nginx(wait: float = 5.0) -> None:
+    """A graceful reload (old workers finish their connections), started when it is not
+    running; then wait until new workers run: a reload's signal returns before nginx acts."""
+    master, before = nginx_workers()
     if not Path("/run/systemd/system").is_dir():  # no systemd: nginx's own signals
-        pid = Path("/run/nginx.pid").read_text().strip() if Path("/run/nginx.pid").exists() else ""
-        said = run("nginx", "-s", "reload") if pid.isdigit() and Path(f"/proc/{pid}").exists() else run("nginx")
+        said = run("nginx", "-s", "reload") if master.isdigit() and Path(f"/proc/{master}").exists() else run("nginx")
     elif run("systemctl", "is-active", "--quiet", "nginx").returncode == 0:
         said = run("systemctl", "reload", "nginx")
     else:
         said = run("systemctl", "start", "nginx")
     if said.returncode != 0:
         raise EdgeError(f"nginx did not reload: {(said.stderr or said.stdout).strip()}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now, workers = nginx_workers()
+        if now and workers and (now != master or workers - before):
+            return
+        time.sleep(0.02)
 
 
 def install_site(path: Path, text: str, what: str) -> bool:
