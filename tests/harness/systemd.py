@@ -24,6 +24,7 @@ inside makes nspawn exit 133, and the runner boots it again, as systemd-nspawn@.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shlex
@@ -39,6 +40,10 @@ CACHE = Path(os.environ.get("CFD_ROOTFS_CACHE", "/var/cache/cfd-test/rootfs"))
 APT_DIR = Path("/etc/apt")
 PACKAGES = ("systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,iproute2,procps,"
             "libpam-systemd,dbus-user-session")
+# A server at the edge (tests/test_https.py): nginx, certbot and sudo, in the rootfs since the
+# servers have no network. Bookworm's debootstrap does not resolve the virtual package
+# python3-cryptography needs (python3-cffi-backend-api-*): name the backend.
+EDGE_PACKAGES = {"bookworm": "nginx,certbot,sudo,python3-cffi-backend", "trixie": "nginx,certbot,sudo"}
 USER = "deploy"
 CGROUP_ROOTS = ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
 
@@ -134,20 +139,33 @@ def debian_mirror(apt_dir: Path = APT_DIR) -> str:
         "set CFD_DEBIAN_MIRROR to one")
 
 
-def rootfs(suite: str) -> Path:
-    """The cached base rootfs of a Debian suite, made once (about a minute) and shared."""
-    base = CACHE / suite
+def rootfs_key(suite: str, extra: str = "") -> str:
+    """The cache's name for SUITE's rootfs with EXTRA packages (comma-separated): the suite's
+    name for the base list (as before: caches made then stay valid), else the suite and a
+    hash of the whole list, so that a rootfs is never reused for another list."""
+    if not extra:
+        return suite
+    packages = ",".join(sorted(set(PACKAGES.split(",")) | set(extra.split(","))))
+    return f"{suite}-{hashlib.sha256(packages.encode()).hexdigest()[:12]}"
+
+
+def rootfs(suite: str, extra: str = "") -> Path:
+    """The cached rootfs of a Debian suite with EXTRA packages, made once (about a minute
+    for the base list) and shared."""
+    key = rootfs_key(suite, extra)
+    base = CACHE / key
     if (base / "usr/lib/systemd/systemd").exists():
         return base
     CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f".{suite}.lock", "w") as lock:  # parallel test workers build it once
+    with open(CACHE / f".{key}.lock", "w") as lock:  # parallel test workers build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (base / "usr/lib/systemd/systemd").exists():
             return base
-        tmp = CACHE / f"{suite}.tmp"
+        tmp = CACHE / f"{key}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         mirror = os.environ.get("CFD_DEBIAN_MIRROR") or debian_mirror()
-        made = _run("debootstrap", "--variant=minbase", f"--include={PACKAGES}", suite, str(tmp), mirror,
+        include = PACKAGES + ("," + extra if extra else "")
+        made = _run("debootstrap", "--variant=minbase", f"--include={include}", suite, str(tmp), mirror,
                     check=False)
         if made.returncode != 0:
             raise RuntimeError(f"debootstrap {suite} failed:\n{made.stdout[-2000:]}\n{made.stderr[-2000:]}")
@@ -157,11 +175,11 @@ def rootfs(suite: str) -> Path:
 
 
 class SystemdServer:
-    def __init__(self, base: Path, name: str, index: int, suite: str = "bookworm") -> None:
+    def __init__(self, base: Path, name: str, index: int, suite: str = "bookworm", extra: str = "") -> None:
         if not 1 <= index <= 250:
             raise ValueError("index between 1 and 250")
         self.base = Path(base).resolve()
-        self.name, self.index, self.suite = name, index, suite
+        self.name, self.index, self.suite, self.extra = name, index, suite, extra
         tag = os.getpid() % 100000
         self.netns = f"cfdsd{tag}s{index}"
         self.veth = f"cfdsv{tag}s{index}"
@@ -183,7 +201,7 @@ class SystemdServer:
     # --- the guest's disk ----------------------------------------------------------------
 
     def _prepare(self) -> None:
-        lower = rootfs(self.suite)
+        lower = rootfs(self.suite, self.extra)
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if not self.key.exists():
