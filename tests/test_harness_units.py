@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness.systemd import apt_deb_uris, debian_mirror
+from harness.systemd import EDGE_PACKAGES, apt_deb_uris, debian_mirror, rootfs_key
 
 DEB822 = """\
 Types: deb
@@ -92,3 +92,11 @@ def test_no_archive_uri_names_the_files_looked_at(tmp_path):
 def test_no_sources_at_all_still_says_where_it_looked(tmp_path):
     with pytest.raises(RuntimeError, match="no Debian mirror to debootstrap from.*sources.list"):
         debian_mirror(tmp_path / "nothing")
+
+
+def test_the_rootfs_cache_is_keyed_by_its_package_list():
+    assert rootfs_key("bookworm") == "bookworm"  # the base list: the key caches made before had
+    edge = rootfs_key("bookworm", EDGE_PACKAGES["bookworm"])
+    assert edge.startswith("bookworm-") and edge != rootfs_key("trixie", EDGE_PACKAGES["bookworm"])
+    assert edge == rootfs_key("bookworm", ",".join(reversed(EDGE_PACKAGES["bookworm"].split(","))))  # order aside
+    assert edge != rootfs_key("bookworm", EDGE_PACKAGES["trixie"])
