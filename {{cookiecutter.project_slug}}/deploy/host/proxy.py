@@ -218,8 +218,9 @@ def apply_edge(host: Host, release: str) -> None:
     if not proxy.get("domain"):
         return
     if not HELPER.exists():
+        user = "deploy" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
         raise Failure(f"[proxy] domain is {proxy['domain']}, but this host has no edge helper ({HELPER}): run "
-                      f"make setup-host REMOTE_USER=root DEPLOY_USER={pwd.getpwuid(os.getuid()).pw_name} once")
+                      f"make setup-host REMOTE_USER=root DEPLOY_USER={user} once")
     if host.settings.port is None:
         raise Failure("PORT is not set: the nginx site needs gunicorn's port")
     words = [word for flag, key in zip(HELPER_FLAGS, PROXY_KEYS) for word in (flag, proxy[key])]
