@@ -33,15 +33,15 @@ TIMINGS: list[str] = []
 
 
 class Edge:
-    """The server, the CA and the baked project with its `edge` environment."""
+    """The server, the CA and the baked project with its `staging` environment (a copy of prod.ini, [proxy] set)."""
 
     def __init__(self, server: SystemdServer, ca: acme.Pebble, project: Path, root: Path) -> None:
         self.server, self.ca, self.project, self.root = server, ca, project, root
-        self.ini = project / "config" / "edge.ini"
+        self.ini = project / "config" / "staging.ini"
 
     def make(self, *targets: str, user: str = USER, check: bool = True, **more: str):
         return make(self.project, *targets, check=check, REMOTE_HOST=self.server.alias, REMOTE_USER=user,
-                    SSH_OPTS=self.server.ssh_opts, REMOTE_DIR=f"apps/{SLUG}", PORT=str(PORT), APP_ENV="edge", **more)
+                    SSH_OPTS=self.server.ssh_opts, REMOTE_DIR=f"apps/{SLUG}", PORT=str(PORT), APP_ENV="staging", **more)
 
     def curl(self, url: str, *args: str) -> subprocess.CompletedProcess[str]:
         """curl URL with the domain resolved to the server, TLS verified against pebble's root."""
@@ -73,13 +73,13 @@ def edge(tmp_path_factory, baked_project):
     try:
         server.start()
         TIMINGS.append(f"rootfs (cached after the first run) and boot to ssh: {time.monotonic() - started:.1f}s")
-        with acme.Pebble(base, server.gateway, server.address) as ca, stage(baked_project, "edge"):
+        with acme.Pebble(base, server.gateway, server.address) as ca, stage(baked_project):
             # pebble's TLS CA, where root keeps CAs: [proxy] acme_ca_bundle names it
             (server.root / CA_BUNDLE.lstrip("/")).write_text(ca.tls_root.read_text())
             root = base / "issuing-root.pem"
             root.write_text(ca.issuing_root())
             project = baked_project
-            ini = project / "config" / "edge.ini"
+            ini = project / "config" / "staging.ini"
             ini.write_text(ini.read_text() + f"\n[proxy]\ndomain = {DOMAIN}\nacme_directory = {ca.directory}\n"
                            f"acme_ca_bundle = {CA_BUNDLE}\nacme_email = ops@example.com\n")
             yield Edge(server, ca, project, root)
@@ -146,7 +146,7 @@ def test_https_sends_hsts_and_the_app_port_is_closed(edge):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((edge.server.address, PORT), timeout=3).close()
     listening = edge.server.ssh(f"ss -ltnH 'sport = :{PORT}'").stdout
-    assert f"127.0.0.1:{PORT}" in listening and "0.0.0.0" not in listening, listening
+    assert [line.split()[3] for line in listening.splitlines()] == [f"127.0.0.1:{PORT}"], listening
 
 
 def test_make_status_shows_the_domain_and_the_certificates_expiry(edge):
