@@ -28,7 +28,7 @@ from pathlib import Path
 from contents import canonical, lock_problems, requirement_pins, source_problems, unpinned_wheels, wheel_requirements
 from target import Target, TargetError, local_facts, wheel_needs
 
-DEPLOY_FILES = ("gunicorn.conf.py", "target.py")
+DEPLOY_FILES = ("gunicorn.conf.py", "target.py", "maintenance.html")
 BUNDLE = Path("build/remote.sh")  # deploy/bundle.py: the bootstrap with the host program
 CACHE = Path("build/wheels")
 LISTS = Path("build/wheelhouse")

@@ -52,6 +52,17 @@ def test_own_tls_without_its_files_and_a_bad_tls_mode():
         edge.check(acme(tls="none"), APP)
 
 
+PAGE = "/etc/{{ cookiecutter.project_slug }}-edge/maintenance/page.html"
+FLAG = "${{ cookiecutter.project_slug | replace('-', '_') }}_maintenance"
+INTERNAL = "/.{{ cookiecutter.project_slug }}-maintenance.html"
+MAINTENANCE = [  # the page's presence is the switch: nginx checks it at each request
+    f'    set {FLAG} "";', f"    if (-f {PAGE}) " + "{" + f" set {FLAG} on; " + "}",
+    "    if ($uri = /healthz) {" + f' set {FLAG} ""; ' + "}", f"    if ($uri = {INTERNAL}) " + "{" + f' set {FLAG} ""; ' + "}",
+    f"    if ({FLAG}) " + "{ return 503; }", f"    error_page 503 {INTERNAL};",
+    f"    location = {INTERNAL} " + "{", "        internal;", f"        alias {PAGE};", "        default_type text/html;",
+    "        charset utf-8;", "        add_header Retry-After 300 always;", '        add_header Cache-Control "no-store" always;']
+
+
 def test_the_https_site():
     site = edge.render_site(edge.Request("app.example.com", "acme", 8000))
     live = "/etc/letsencrypt/live/app.example.com"
@@ -67,6 +78,7 @@ def test_the_https_site():
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         "    ssl_session_cache shared:{{ cookiecutter.project_slug | replace('-', '_') }}_tls:10m;",
         '    add_header Strict-Transport-Security "max-age=31536000" always;',
+        *MAINTENANCE, '        add_header Strict-Transport-Security "max-age=31536000" always;', "    }",
         "    location / {", "        proxy_pass http://127.0.0.1:8000;", "        proxy_http_version 1.1;",
         '        proxy_set_header Connection "";', "        proxy_set_header Host $host;",
         "        proxy_set_header X-Real-IP $remote_addr;",
@@ -80,6 +92,7 @@ def test_own_and_off_sites():
     off = edge.render_site(edge.Request("app.example.com", "off", 9000)).splitlines()
     assert "    listen 443 ssl;" not in off and "return 301" not in "\n".join(off)
     assert "        proxy_pass http://127.0.0.1:9000;" in off and "    location /.well-known/acme-challenge/ {" in off
+    assert off[off.index(MAINTENANCE[0]):][:len(MAINTENANCE) + 1] == [*MAINTENANCE, "    }"]  # no HSTS on http
 
 
 def test_the_challenge_site_answers_only_the_challenge():
@@ -113,7 +126,9 @@ def test_the_helper_file_is_the_module_with_a_root_shebang():
     source = proxy.helper_source()
     assert source.startswith(f"#!{os.path.realpath(sys.executable)} -I\n".encode())
     assert source.endswith((DEPLOY / "host" / "edge.py").read_bytes())
-    assert b"\nfrom host" not in source and b"\nimport host" not in source  # it runs alone
+    # installed, it runs alone beside its one sibling (root's): no other module of the host program
+    imported = {line.split()[1] for line in source.decode().splitlines() if line.strip().startswith(("from ", "import "))}
+    assert {name for name in imported if name.startswith(("host", "edge"))} == {"host.edge_site", "edge_site"}
 
 
 def test_the_helper_refuses_to_run_as_anyone_but_root(capsys, monkeypatch):
@@ -146,4 +161,47 @@ def test_status_names_what_was_applied_last(tmp_path, monkeypatch):
     assert edge.status() == {"domain": ""}
     assert edge.write_file(tmp_path / "applied.json", '{"domain": "app.example.com", "tls": "off", "port": 8000}')
     assert not edge.write_file(tmp_path / "applied.json", '{"domain": "app.example.com", "tls": "off", "port": 8000}')
-    assert edge.status() == {"domain": "app.example.com", "tls": "off"}
+    assert edge.status() == {"domain": "app.example.com", "tls": "off", "maintenance": ""}
+
+
+def test_the_maintenance_page_shows_the_message_escaped():
+    template = (DEPLOY / "maintenance.html").read_text()
+    page = proxy.render_page(template, 'Back at 14:00 <script>alert("x")</script> & $HOME', "2026-12-01 22:40 UTC")
+    assert '<p class="message">Back at 14:00 &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; $HOME</p>' in page
+    assert "Since 2026-12-01 22:40 UTC." in page and "<script>" not in page
+    assert "$message is the MESSAGE" in page  # the comment's $$ stays a plain $
+    assert proxy.render_page("cost: $5 $message", "a", "b") == "cost: $5 a"
+
+
+@pytest.mark.parametrize(("given", "why"), [("  ", "say what the visitors read"),
+                                             ("two\nlines", "one line of printable text"), ("x" * 501, "at most 500")])
+def test_a_maintenance_message_is_one_printable_line(given, why):
+    with pytest.raises(proxy.Failure, match=why):
+        proxy.maintenance_message(given)
+    assert proxy.maintenance_message(" Back soon ") == "Back soon"
+
+
+def test_the_helper_turns_maintenance_on_only_over_a_site_that_has_it_and_off(tmp_path, monkeypatch):
+    site, page = tmp_path / "conf.d" / "app.conf", tmp_path / "maintenance" / "page.html"
+    monkeypatch.setattr(edge, "SITE", site)
+    monkeypatch.setattr(edge, "MAINTENANCE_PAGE", page)
+    monkeypatch.setattr(edge, "STATE", tmp_path)
+    with pytest.raises(edge.EdgeError, match="make deploy first"):
+        edge.maintenance(True, b"<p>down</p>")  # no site yet
+    site.parent.mkdir()
+    site.write_text("server { }\n")  # a site from before maintenance mode
+    with pytest.raises(edge.EdgeError, match="make deploy first"):
+        edge.maintenance(True, b"<p>down</p>")
+    site.write_text(edge.render_site(edge.Request("app.example.com", "acme", 8000)))
+    with pytest.raises(edge.EdgeError, match="not UTF-8"):
+        edge.maintenance(True, b"\xff\xfe")
+    with pytest.raises(edge.EdgeError, match="larger than"):
+        edge.maintenance(True, b"x" * 300_000)
+    assert not page.exists()
+    assert edge.maintenance(True, "<p>en panne, désolé</p>".encode()).startswith("maintenance on")
+    assert page.read_text() == "<p>en panne, désolé</p>" and page.stat().st_mode & 0o777 == 0o644
+    edge.write_file(tmp_path / "applied.json", '{"domain": "app.example.com", "tls": "off", "port": 8000}')
+    assert edge.status()["maintenance"].endswith("Z")
+    assert edge.maintenance(False, b"") == "maintenance off: the app answers again"
+    assert not page.exists() and edge.status()["maintenance"] == ""
+    assert edge.maintenance(False, b"") == "maintenance was off"

@@ -138,7 +138,7 @@ def test_registry_drives_help_and_dispatch(capsys):
 
 def test_the_make_targets_are_the_registrys_and_the_history_records_what_changes_what_runs(capsys):
     assert cli.main(["targets", "--make"]) == 0
-    assert capsys.readouterr().out == "HOST_COMMANDS := start stop restart status logs releases history unlock lock lock-status setup-host ps jobs run-job\n"
+    assert capsys.readouterr().out == "HOST_COMMANDS := start stop restart status logs releases history unlock lock lock-status setup-host maintenance live ps jobs run-job\n"
     recorded = [name for name, cmd in cli.COMMANDS.items() if cmd.recorded]
     assert recorded == ["deploy", "rollback", "start", "stop", "restart", "config_set", "config_unset", "db_restore"]
 

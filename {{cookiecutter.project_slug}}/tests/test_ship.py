@@ -233,3 +233,12 @@ def test_a_tree_passed_once_is_known_until_any_file_git_sees_changes(tmp_path, m
                    lambda: (tmp_path / "config").mkdir() or (tmp_path / "config/local.ini").write_text("[app]\n")):
         change()
         assert not tested.passed_already(tested.tree_key())
+
+
+def test_maintenance_without_a_proxy_domain_is_refused_before_any_host(settings):
+    from ship.targets import TARGETS
+    s = settings()
+    with pytest.raises(ShipError) as refused:
+        TARGETS["maintenance"].run(s, None)  # no Remote: nothing reaches a host
+    assert str(refused.value) == ("make maintenance needs a [proxy] domain (config/prod.ini has none): without one, "
+                                  "nginx does not answer in front of the app, so nothing can show the page")

@@ -1,12 +1,13 @@
 """The edge helper: the one program the deploy user may run as root (sudo, no password).
 
-`make setup-host` copies this file, alone, to /usr/local/lib/<slug>-edge/edge.py (root's,
-with edge.json beside it: the deploy user and the app's directory) and lets that user run it
-with sudo; nothing broader. `make deploy` runs it to apply the app's nginx site and to obtain
+`make setup-host` copies this file to /usr/local/lib/<slug>-edge/edge.py (root's, with
+edge_site.py, the site's text, and edge.json beside it: the deploy user and the app's
+directory) and lets that user run it with sudo; nothing broader. `make deploy` runs it to apply the app's nginx site and to obtain
 its certificate with certbot (webroot, http-01); `make status` to show them.
 
     edge.py apply --domain app.example.com --tls acme --port 8000 [--email …] [--directory URL]
                   [--ca-bundle PATH] [--certificate PATH --private-key PATH]
+    edge.py maintenance on <PAGE     (the page, as bytes on stdin)   edge.py maintenance off
     edge.py status
 
 It trusts nothing it is given: every value is checked (a domain name, a port, an https URL,
@@ -24,23 +25,45 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-SLUG = "{{ cookiecutter.project_slug }}"
+if __package__:  # imported as host.edge: the host program, the project's tests
+    from host.edge_site import (
+        LETSENCRYPT,
+        MAINTENANCE_PAGE,
+        MAINTENANCE_URI,
+        SLUG,
+        STATE,
+        WEBROOT,
+        Request,
+        certificate_paths,
+        render_acme_site,
+        render_site,
+    )
+else:  # the installed helper (python -I puts no script directory on sys.path): its sibling, root's like it
+    sys.dont_write_bytecode = True
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from edge_site import (
+        LETSENCRYPT,
+        MAINTENANCE_PAGE,
+        MAINTENANCE_URI,
+        SLUG,
+        STATE,
+        WEBROOT,
+        Request,
+        certificate_paths,
+        render_acme_site,
+        render_site,
+    )
+
 HERE = Path(__file__).resolve().parent
 SETTINGS = HERE / "edge.json"  # written by setup-host: {"user": …, "app_dir": …}
 SITE = Path("/etc/nginx/conf.d") / f"{SLUG}.conf"
 ACME_SITE = Path("/etc/nginx/conf.d") / f"{SLUG}-acme.conf"  # only while a first certificate is ordered
-STATE = Path("/etc") / f"{SLUG}-edge"  # root's: the CA bundle, own certificates, what was applied
-WEBROOT = Path("/var/lib") / f"{SLUG}-edge" / "acme"
-LETSENCRYPT = Path("/etc/letsencrypt")
 CERTBOT_DROPIN = Path("/etc/systemd/system/certbot.service.d") / f"{SLUG}-edge.conf"
 SYSTEM_CAS = Path("/etc/ssl/certs/ca-certificates.crt")
 # Where a CA bundle may be read from besides the app's directory: root's CA places.
 CA_PLACES = ("/etc/ssl/", "/usr/local/share/ca-certificates/", "/usr/share/ca-certificates/")
-CHALLENGE = "/.well-known/acme-challenge/"
-HSTS = "max-age=31536000"
 
 DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -52,18 +75,6 @@ KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 
 class EdgeError(Exception):
     """One sentence for the user; nothing was changed that serves."""
-
-
-@dataclass(frozen=True)
-class Request:
-    domain: str
-    tls: str
-    port: int
-    email: str = ""
-    directory: str = ""
-    ca_bundle: str = ""
-    certificate: str = ""
-    private_key: str = ""
 
 
 def under(path: str, top: str) -> bool:
@@ -135,64 +146,6 @@ def pem_blocks(data: bytes, labels: tuple[str, ...], path: str) -> str:
     if not blocks:
         raise EdgeError(f"{path} holds no PEM {' or '.join(labels)} block")
     return "\n".join(block.replace("\r\n", "\n") for block in blocks) + "\n"
-
-
-# --- the nginx site --------------------------------------------------------------------
-
-
-def certificate_paths(request: Request) -> tuple[str, str]:
-    if request.tls == "acme":
-        live = LETSENCRYPT / "live" / request.domain
-        return str(live / "fullchain.pem"), str(live / "privkey.pem")
-    return str(STATE / "tls" / "fullchain.pem"), str(STATE / "tls" / "privkey.pem")
-
-
-def proxy_lines(port: int) -> list[str]:
-    return [
-        "    location / {",
-        f"        proxy_pass http://127.0.0.1:{port:d};",
-        "        proxy_http_version 1.1;",
-        '        proxy_set_header Connection "";',
-        "        proxy_set_header Host $host;",
-        "        proxy_set_header X-Real-IP $remote_addr;",
-        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
-        "    }",
-    ]
-
-
-def render_site(request: Request) -> str:
-    """The app's nginx site: port 80 answers the ACME challenge from the webroot and sends
-    the rest to https with its path and query; 443 proxies to gunicorn with HSTS."""
-    name = f"    server_name {request.domain};"
-    challenge = [f"    location {CHALLENGE} " + "{", f"        root {WEBROOT};", "        default_type text/plain;",
-                 "    }"]
-    head = [f"# {SLUG}'s site, written by its edge helper at every deploy: do not edit (make deploy writes it).", ""]
-    if request.tls == "off":
-        return "\n".join([*head, "server {", "    listen 80;", name, *challenge, *proxy_lines(request.port),
-                          "}", ""])
-    certificate, key = certificate_paths(request)
-    zone = re.sub(r"[^A-Za-z0-9_]", "_", SLUG)
-    return "\n".join([
-        *head,
-        "server {", "    listen 80;", name, *challenge,
-        "    location / {", f"        return 301 https://{request.domain}$request_uri;", "    }", "}", "",
-        "server {", "    listen 443 ssl;", name,
-        f"    ssl_certificate {certificate};", f"    ssl_certificate_key {key};",
-        "    ssl_protocols TLSv1.2 TLSv1.3;",
-        f"    ssl_session_cache shared:{zone}_tls:10m;",
-        f'    add_header Strict-Transport-Security "{HSTS}" always;',
-        *proxy_lines(request.port), "}", "",
-    ])
-
-
-def render_acme_site(domain: str) -> str:
-    """Port 80 for DOMAIN while its first certificate is ordered: the challenge, else 404."""
-    return "\n".join([
-        f"# {SLUG}: the ACME challenge for {domain} while its certificate is ordered (removed after).",
-        "server {", "    listen 80;", f"    server_name {domain};",
-        f"    location {CHALLENGE} " + "{", f"        root {WEBROOT};", "        default_type text/plain;", "    }",
-        "    location / {", "        return 404;", "    }", "}", ""])
 
 
 # --- changes on this host ------------------------------------------------------------------
@@ -348,6 +301,27 @@ def apply(request: Request) -> list[str]:
     return changed
 
 
+def maintenance(on: bool, page: bytes, limit: int = 256 * 1024) -> str:
+    """make maintenance: PAGE (UTF-8 HTML, data only: nginx serves the file as it is) becomes
+    the 503 page, which switches the mode on; make live removes it."""
+    if not on:
+        if not MAINTENANCE_PAGE.exists():
+            return "maintenance was off"
+        MAINTENANCE_PAGE.unlink()
+        return "maintenance off: the app answers again"
+    if not SITE.exists() or MAINTENANCE_URI not in SITE.read_text():
+        raise EdgeError(f"no nginx site of {SLUG} with maintenance mode is applied here yet: make deploy first")
+    if len(page) > limit:
+        raise EdgeError(f"the maintenance page is larger than {limit} bytes")
+    try:
+        text = page.decode("utf-8")
+    except UnicodeDecodeError:
+        raise EdgeError("the maintenance page is not UTF-8 text") from None
+    MAINTENANCE_PAGE.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    write_file(MAINTENANCE_PAGE, text)  # a whole page or none: written aside, then renamed
+    return "maintenance on: every path but /healthz answers 503 with the page (make live ends it)"
+
+
 def expiry(path: str) -> str:
     """A certificate file's notAfter, as OpenSSL writes it ('' when it cannot be read)."""
     try:
@@ -366,6 +340,11 @@ def status() -> dict:
     answer = {"domain": request.domain, "tls": request.tls}
     if request.tls != "off":
         answer["certificate_expires"] = expiry(certificate_paths(request)[0])
+    try:
+        since = time.gmtime(MAINTENANCE_PAGE.stat().st_mtime)
+        answer["maintenance"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", since)
+    except OSError:
+        answer["maintenance"] = ""
     return answer
 
 
@@ -375,6 +354,7 @@ def main(argv: list[str]) -> int:
     given = commands.add_parser("apply")
     for name in ("domain", "tls", "port", "email", "directory", "ca-bundle", "certificate", "private-key"):
         given.add_argument(f"--{name}", default="")
+    commands.add_parser("maintenance").add_argument("mode", choices=("on", "off"))
     commands.add_parser("status")
     args = top.parse_args(argv)
     if os.geteuid() != 0:
@@ -384,6 +364,9 @@ def main(argv: list[str]) -> int:
         settings = json.loads(SETTINGS.read_text())
         if args.command == "status":
             print(json.dumps(status()))
+            return 0
+        if args.command == "maintenance":
+            print(f"  edge: {maintenance(args.mode == 'on', sys.stdin.buffer.read(256 * 1024 + 1))}")
             return 0
         request = check(vars(args), settings["app_dir"])
         changed = apply(request)

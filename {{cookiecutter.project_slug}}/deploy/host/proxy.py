@@ -3,18 +3,21 @@ host ready for an ordinary deploy user; `make deploy` with a [proxy] domain asks
 helper (host/edge.py, installed root's by setup-host) to apply the site and obtain the
 certificate; `make status` shows them. The helper is all that runs as root for a deploy."""
 import argparse
+import html
 import json
 import os
 import pkgutil
 import pwd
 import re
 import shutil
+import string
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from host import DIST, PACKAGE
-from host.cli import command
+from host.cli import arg, command
 from host.context import Failure, Host
 
 HELPER_DIR = Path("/usr/local/lib") / f"{DIST}-edge"
@@ -118,7 +121,8 @@ def install_helper(user: str, app_dir: str) -> list[str]:
             changed.append(f"made {path}")
         os.chown(path, 0, 0)
         path.chmod(0o755)
-    if write_root_file(HELPER, helper_source(), 0o755):
+    site = write_root_file(HELPER_DIR / "edge_site.py", pkgutil.get_data("host", "edge_site.py"), 0o644)
+    if write_root_file(HELPER, helper_source(), 0o755) or site:
         changed.append(f"installed the edge helper {HELPER}")
     settings = json.dumps({"user": user, "app_dir": app_dir}, sort_keys=True).encode() + b"\n"
     if write_root_file(HELPER_DIR / "edge.json", settings, 0o644):
@@ -248,3 +252,61 @@ def edge_status(host: Host) -> None:
         expires = answer.get("certificate_expires")
         host.say(f"proxy: https://{answer['domain']}/ (tls {answer['tls']}"
                  + (f", certificate expires {expires})" if expires else ")"))
+        since = answer.get("maintenance")
+        host.say(f"maintenance: on since {since} (make live ends it)" if since else "maintenance: off")
+
+
+# --- make maintenance and make live ------------------------------------------------------------
+
+PAGE = Path("deploy") / "maintenance.html"  # in each release: the project's page, the user's to edit
+
+
+def render_page(template: str, message: str, since: str) -> str:
+    """The release's maintenance page with $message and $since put in, HTML-escaped (any
+    other $ is left as it is)."""
+    return string.Template(template).safe_substitute(message=html.escape(message), since=html.escape(since))
+
+
+def maintenance_message(given: str) -> str:
+    message = given.strip()
+    if not message:
+        raise Failure('say what the visitors read: make maintenance MESSAGE="Back at 14:00 UTC: we are moving '
+                      'the database"', 2)
+    if len(message) > 500 or not message.isprintable():
+        raise Failure("MESSAGE must be one line of printable text, at most 500 characters", 2)
+    return message
+
+
+def run_helper(host: Host, *args: str, page: str | None = None) -> None:
+    said = subprocess.run(helper_argv(*args), input=page, capture_output=True, text=True, check=False,
+                          **({} if page is not None else {"stdin": subprocess.DEVNULL}))
+    for line in said.stdout.splitlines():
+        host.say(line)
+    if said.returncode != 0:
+        raise Failure((said.stderr.strip().splitlines() or ["the edge helper failed"])[-1].removeprefix("error: "))
+
+
+@command("maintenance", "with a [proxy] domain: every path but /healthz answers 503 with deploy/maintenance.html "
+         "showing MESSAGE, until make live", arg("message", nargs="?", default=""), target=True)
+def cmd_maintenance(host: Host, args) -> None:
+    message = maintenance_message(args.message)
+    release = host.need_current("make deploy first, then make maintenance")
+    if not release_proxy(host, release).get("domain"):
+        raise Failure("make maintenance needs a [proxy] domain: without one, nginx does not answer in front of the "
+                      f"app (release {release} has none; set [proxy] domain and make deploy first)")
+    if not HELPER.exists():
+        raise Failure(f"this host has no edge helper ({HELPER}): run make setup-host REMOTE_USER=root DEPLOY_USER=… once")
+    template = host.releases / release / PAGE
+    try:
+        text = template.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Failure(f"cannot read the maintenance page {template} ({exc}): deploy a release that has {PAGE}") from None
+    since = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    run_helper(host, "maintenance", "on", page=render_page(text, message, since))
+
+
+@command("live", "end make maintenance: every path reaches the app again", target=True)
+def cmd_live(host: Host, args) -> None:
+    if not HELPER.exists():
+        raise Failure(f"this host has no edge helper ({HELPER}), so no maintenance mode to end")
+    run_helper(host, "maintenance", "off")

@@ -172,6 +172,15 @@ def hold(settings: Settings, remote: Remote) -> int:
     return remote.run("lock", settings["MESSAGE"]).status
 
 
+@target("maintenance")
+def maintenance(settings: Settings, remote: Remote) -> int:
+    """make maintenance MESSAGE="…": the message goes to the host as data (it checks and escapes it)."""
+    if not settings.setting("proxy", "domain"):
+        raise ShipError(f"make maintenance needs a [proxy] domain (config/{settings.env}.ini has none): without one, "
+                        "nginx does not answer in front of the app, so nothing can show the page")
+    return remote.run("maintenance", settings["MESSAGE"]).status
+
+
 @target("setup-host")
 def setup_host(settings: Settings, remote: Remote) -> int:
     """make setup-host REMOTE_USER=root DEPLOY_USER=deploy: the host checks both (and REMOTE_DIR

@@ -1,0 +1,112 @@
+"""The nginx site of the edge helper (host/edge.py): its text, and where the files it names
+live. Installed beside edge.py by `make setup-host`, root's; pure text, standard library only.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SLUG = "{{ cookiecutter.project_slug }}"
+STATE = Path("/etc") / f"{SLUG}-edge"  # root's: the CA bundle, own certificates, what was applied
+WEBROOT = Path("/var/lib") / f"{SLUG}-edge" / "acme"
+LETSENCRYPT = Path("/etc/letsencrypt")
+CHALLENGE = "/.well-known/acme-challenge/"
+HSTS = "max-age=31536000"
+ZONE = re.sub(r"[^A-Za-z0-9_]", "_", SLUG)  # nginx names (variables, zones) of this app's site
+# make maintenance writes the page here (root's, readable by nginx); while it exists, every
+# path but /healthz answers 503 with it. The address is internal (error_page's only).
+MAINTENANCE_PAGE = STATE / "maintenance" / "page.html"
+MAINTENANCE_URI = f"/.{SLUG}-maintenance.html"
+RETRY_AFTER = 300  # seconds, in the 503's Retry-After
+
+@dataclass(frozen=True)
+class Request:
+    domain: str
+    tls: str
+    port: int
+    email: str = ""
+    directory: str = ""
+    ca_bundle: str = ""
+    certificate: str = ""
+    private_key: str = ""
+
+
+def certificate_paths(request: Request) -> tuple[str, str]:
+    if request.tls == "acme":
+        live = LETSENCRYPT / "live" / request.domain
+        return str(live / "fullchain.pem"), str(live / "privkey.pem")
+    return str(STATE / "tls" / "fullchain.pem"), str(STATE / "tls" / "privkey.pem")
+
+
+def proxy_lines(port: int) -> list[str]:
+    return [
+        "    location / {",
+        f"        proxy_pass http://127.0.0.1:{port:d};",
+        "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";',
+        "        proxy_set_header Host $host;",
+        "        proxy_set_header X-Real-IP $remote_addr;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "    }",
+    ]
+
+
+def maintenance_lines(https: bool) -> list[str]:
+    """503 and the maintenance page on every path but /healthz while the page exists: nginx
+    checks at each request, so neither make maintenance nor make live reloads anything, and
+    a deploy (which writes this site again) or a reboot leaves the mode as it was."""
+    flag = f"${ZONE}_maintenance"
+    return [
+        f'    set {flag} "";',
+        f"    if (-f {MAINTENANCE_PAGE}) " + "{" + f" set {flag} on; " + "}",
+        "    if ($uri = /healthz) {" + f' set {flag} ""; ' + "}",
+        f"    if ($uri = {MAINTENANCE_URI}) " + "{" + f' set {flag} ""; ' + "}",
+        f"    if ({flag}) " + "{ return 503; }",
+        f"    error_page 503 {MAINTENANCE_URI};",
+        f"    location = {MAINTENANCE_URI} " + "{",
+        "        internal;",
+        f"        alias {MAINTENANCE_PAGE};",
+        "        default_type text/html;",
+        "        charset utf-8;",
+        f"        add_header Retry-After {RETRY_AFTER} always;",
+        '        add_header Cache-Control "no-store" always;',
+        *([f'        add_header Strict-Transport-Security "{HSTS}" always;'] if https else []),
+        "    }",
+    ]
+
+
+def render_site(request: Request) -> str:
+    """The app's nginx site: port 80 answers the ACME challenge from the webroot and sends
+    the rest to https with its path and query; 443 proxies to gunicorn with HSTS, or answers
+    with the maintenance page."""
+    name = f"    server_name {request.domain};"
+    challenge = [f"    location {CHALLENGE} " + "{", f"        root {WEBROOT};", "        default_type text/plain;",
+                 "    }"]
+    head = [f"# {SLUG}'s site, written by its edge helper at every deploy: do not edit (make deploy writes it).", ""]
+    if request.tls == "off":
+        return "\n".join([*head, "server {", "    listen 80;", name, *maintenance_lines(False), *challenge,
+                          *proxy_lines(request.port), "}", ""])
+    certificate, key = certificate_paths(request)
+    return "\n".join([
+        *head,
+        "server {", "    listen 80;", name, *challenge,
+        "    location / {", f"        return 301 https://{request.domain}$request_uri;", "    }", "}", "",
+        "server {", "    listen 443 ssl;", name,
+        f"    ssl_certificate {certificate};", f"    ssl_certificate_key {key};",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        f"    ssl_session_cache shared:{ZONE}_tls:10m;",
+        f'    add_header Strict-Transport-Security "{HSTS}" always;',
+        *maintenance_lines(True), *proxy_lines(request.port), "}", "",
+    ])
+
+
+def render_acme_site(domain: str) -> str:
+    """Port 80 for DOMAIN while its first certificate is ordered: the challenge, else 404."""
+    return "\n".join([
+        f"# {SLUG}: the ACME challenge for {domain} while its certificate is ordered (removed after).",
+        "server {", "    listen 80;", f"    server_name {domain};",
+        f"    location {CHALLENGE} " + "{", f"        root {WEBROOT};", "        default_type text/plain;", "    }",
+        "    location / {", "        return 404;", "    }", "}", ""])
+
