@@ -23,7 +23,8 @@ def acme(**given):
 def test_a_plain_request_is_accepted():
     request = edge.check(acme(email="ops@example.com", ca_bundle=f"{APP}/shared/ca.pem"), APP)
     assert request == edge.Request("app.example.com", "acme", 8000, "ops@example.com",
-                                   "https://acme-v02.api.letsencrypt.org/directory", f"{APP}/shared/ca.pem")
+                                   "https://acme-v02.api.letsencrypt.org/directory", f"{APP}/shared/ca.pem",
+                                   static_root=APP, static_max_age=3600)
 
 
 def test_every_bad_value_is_refused_in_one_sentence():
@@ -36,6 +37,9 @@ def test_every_bad_value_is_refused_in_one_sentence():
         "'x' is not an e-mail address; the ACME directory 'file:///etc/shadow' is not an https:// URL; "
         f"ca_bundle '/etc/shadow' is not a plain absolute path under {APP} or /etc/ssl/ or "
         "/usr/local/share/ca-certificates/ or /usr/share/ca-certificates/")
+    with pytest.raises(edge.EdgeError, match=r"^static_max_age '1h' is not a number of seconds \(at most 10 years\); "
+                                             r"the app's directory '/srv/my app' \(edge.json\) is not a plain absolute"):
+        edge.check(acme(static_max_age="1h"), "/srv/my app")
 
 
 @pytest.mark.parametrize("path", [f"{APP}/../other/key.pem", "/home/deploy/apps/other/key.pem", f"{APP}",
@@ -205,3 +209,19 @@ def test_the_helper_turns_maintenance_on_only_over_a_site_that_has_it_and_off(tm
     assert edge.maintenance(False, b"") == "maintenance off: the app answers again"
     assert not page.exists() and edge.status()["maintenance"] == ""
     assert edge.maintenance(False, b"") == "maintenance was off"
+
+
+def test_static_files_come_from_the_current_release_else_the_previous_one_cached_and_gzipped():
+    request = edge.check(acme(static_max_age="86400"), APP)
+    site = edge.render_site(request).splitlines()
+    https = site[site.index("    listen 443 ssl;"):]
+    start = https.index("    location /static/ {")
+    assert https[start:start + 9] == [
+        "    location /static/ {", f"        root {APP};", "        try_files /current$uri /previous$uri =404;",
+        '        add_header Cache-Control "public, max-age=86400";',
+        '        add_header Strict-Transport-Security "max-age=31536000" always;',
+        "        gzip on;", "        gzip_vary on;",
+        "        gzip_types text/css text/javascript application/javascript application/json image/svg+xml text/plain;",
+        "    }"]
+    assert https.index(MAINTENANCE[-1]) < start  # maintenance covers /static/ too (only /healthz is exempt)
+    assert "location /static/" not in edge.render_site(edge.Request("app.example.com", "acme", 8000))

@@ -89,6 +89,29 @@ def test_prune_command_removes_releases_backups_and_unused_wheels(tmp_path):
     assert sorted(os.listdir(backups)) == [f"{C}.backup", "manual-x.backup"]
 
 
+def test_prune_keeps_the_release_previous_points_at_whose_static_files_nginx_still_serves(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, B, C, D], current=B)  # rolled back from D to B
+    os.symlink(f"releases/{D}", app / "previous")
+    releases.prune(app, 1)
+    assert sorted(os.listdir(app / "releases")) == sorted([A, B, D])  # C went, D stays for its static files
+
+
+def test_a_switch_points_previous_at_what_was_current_first(tmp_path):
+    from host import serve
+    app = releases_dir(tmp_path, finished=[A, B, C])
+    host = context.Host.__new__(context.Host)
+    host.app, host.current, host.releases = app, app / "current", app / "releases"
+    serve.switch_to(host, A)  # a first deploy: nothing before it
+    assert os.readlink(app / "current") == f"releases/{A}" and not (app / "previous").is_symlink()
+    serve.switch_to(host, B)
+    serve.switch_to(host, B)  # again the same: previous stays
+    assert (os.readlink(app / "current"), os.readlink(app / "previous")) == (f"releases/{B}", f"releases/{A}")
+    serve.switch_to(host, C)
+    serve.switch_to(host, B, bridge=False)  # put back: C served no page
+    assert (os.readlink(app / "current"), os.readlink(app / "previous")) == (f"releases/{B}", f"releases/{B}")
+    assert sorted(p.name for p in app.iterdir()) == ["current", "previous", "releases"]  # no temporary link left
+
+
 def test_prune_never_deletes_through_a_planted_link(tmp_path):
     app = releases_dir(tmp_path, finished=[A, B, C], current=C)
     victim = tmp_path / "victim"

@@ -6,7 +6,7 @@ directory) and lets that user run it with sudo; nothing broader. `make deploy` r
 its certificate with certbot (webroot, http-01); `make status` to show them.
 
     edge.py apply --domain app.example.com --tls acme --port 8000 [--email …] [--directory URL]
-                  [--ca-bundle PATH] [--certificate PATH --private-key PATH]
+                  [--ca-bundle PATH] [--certificate PATH --private-key PATH] [--static-max-age S]
     edge.py maintenance on <PAGE     (the page, as bytes on stdin)   edge.py maintenance off
     edge.py status
 
@@ -108,9 +108,15 @@ def check(given: dict, app_dir: str) -> Request:
         places = (app_dir, *CA_PLACES) if name == "ca_bundle" else (app_dir,)
         if not PATH.fullmatch(value) or not any(under(value, place) for place in places):
             problems.append(f"{name} {value!r} is not a plain absolute path under {' or '.join(places)}")
+    max_age = str(given.get("static_max_age") or "3600")
+    if not (max_age.isdigit() and int(max_age) <= 10 * 365 * 86400):
+        problems.append(f"static_max_age {max_age!r} is not a number of seconds (at most 10 years)")
+    if not PATH.fullmatch(app_dir) or os.path.normpath(app_dir) != app_dir:
+        problems.append(f"the app's directory {app_dir!r} (edge.json) is not a plain absolute path")
     if problems:
         raise EdgeError("; ".join(problems))
-    return Request(domain, tls, int(port), email, directory if tls == "acme" else "", **paths)
+    return Request(domain, tls, int(port), email, directory if tls == "acme" else "", **paths, static_root=app_dir,
+                   static_max_age=int(max_age))
 
 
 def read_nofollow(path: str, limit: int = 1 << 20) -> bytes:
@@ -352,7 +358,8 @@ def main(argv: list[str]) -> int:
     top = argparse.ArgumentParser(prog="edge.py", description=f"{SLUG}'s nginx site and certificates")
     commands = top.add_subparsers(dest="command", required=True)
     given = commands.add_parser("apply")
-    for name in ("domain", "tls", "port", "email", "directory", "ca-bundle", "certificate", "private-key"):
+    for name in ("domain", "tls", "port", "email", "directory", "ca-bundle", "certificate", "private-key",
+                 "static-max-age"):
         given.add_argument(f"--{name}", default="")
     commands.add_parser("maintenance").add_argument("mode", choices=("on", "off"))
     commands.add_parser("status")

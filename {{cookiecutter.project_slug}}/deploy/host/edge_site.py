@@ -30,6 +30,8 @@ class Request:
     ca_bundle: str = ""
     certificate: str = ""
     private_key: str = ""
+    static_root: str = ""  # the app's directory: /static/ from its current, else previous, release
+    static_max_age: int = 3600
 
 
 def certificate_paths(request: Request) -> tuple[str, str]:
@@ -77,6 +79,25 @@ def maintenance_lines(https: bool) -> list[str]:
     ]
 
 
+def static_lines(request: Request, https: bool) -> list[str]:
+    """/static/ from the current release's static/, else the previous release's (the host
+    keeps `previous` beside `current`): a page the previous release rendered still finds its
+    files during and after a switch. Text types gzipped; cached by max-age."""
+    if not request.static_root:
+        return []
+    return [
+        "    location /static/ {",
+        f"        root {request.static_root};",
+        "        try_files /current$uri /previous$uri =404;",
+        f'        add_header Cache-Control "public, max-age={request.static_max_age:d}";',
+        *([f'        add_header Strict-Transport-Security "{HSTS}" always;'] if https else []),
+        "        gzip on;",
+        "        gzip_vary on;",
+        "        gzip_types text/css text/javascript application/javascript application/json image/svg+xml text/plain;",
+        "    }",
+    ]
+
+
 def render_site(request: Request) -> str:
     """The app's nginx site: port 80 answers the ACME challenge from the webroot and sends
     the rest to https with its path and query; 443 proxies to gunicorn with HSTS, or answers
@@ -87,7 +108,7 @@ def render_site(request: Request) -> str:
     head = [f"# {SLUG}'s site, written by its edge helper at every deploy: do not edit (make deploy writes it).", ""]
     if request.tls == "off":
         return "\n".join([*head, "server {", "    listen 80;", name, *maintenance_lines(False), *challenge,
-                          *proxy_lines(request.port), "}", ""])
+                          *static_lines(request, False), *proxy_lines(request.port), "}", ""])
     certificate, key = certificate_paths(request)
     return "\n".join([
         *head,
@@ -98,7 +119,7 @@ def render_site(request: Request) -> str:
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         f"    ssl_session_cache shared:{ZONE}_tls:10m;",
         f'    add_header Strict-Transport-Security "{HSTS}" always;',
-        *maintenance_lines(True), *proxy_lines(request.port), "}", "",
+        *maintenance_lines(True), *static_lines(request, True), *proxy_lines(request.port), "}", "",
     ])
 
 

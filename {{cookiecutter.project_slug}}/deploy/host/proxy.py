@@ -10,6 +10,7 @@ import pkgutil
 import pwd
 import re
 import shutil
+import stat
 import string
 import subprocess
 import sys
@@ -27,8 +28,10 @@ RENEW_HOOK = Path("/etc/letsencrypt/renewal-hooks/deploy") / f"{DIST}-reload-ngi
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGES = (("nginx", "nginx"), ("certbot", "certbot"), ("sudo", "sudo"))
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PROXY_KEYS = ("domain", "tls", "acme_email", "acme_directory", "acme_ca_bundle", "certificate", "private_key")
-HELPER_FLAGS = ("--domain", "--tls", "--email", "--directory", "--ca-bundle", "--certificate", "--private-key")
+PROXY_KEYS = ("domain", "tls", "acme_email", "acme_directory", "acme_ca_bundle", "certificate", "private_key",
+              "static_max_age")
+HELPER_FLAGS = ("--domain", "--tls", "--email", "--directory", "--ca-bundle", "--certificate", "--private-key",
+                "--static-max-age")
 
 
 # --- make setup-host, as root -----------------------------------------------------------------
@@ -232,10 +235,29 @@ def apply_edge(host: Host, release: str) -> None:
                           text=True, check=False, stdin=subprocess.DEVNULL)
     for line in said.stdout.splitlines():
         host.say(line)
-    if said.returncode != 0:
+    if said.returncode == 0:
+        open_to_nginx(host)
+    else:
         (host.releases / release / ".refused").touch()
         why = (said.stderr.strip().splitlines() or ["the edge helper failed"])[-1].removeprefix("error: ")
         raise Failure(f"{why} (release {release} not activated; {host.current_id() or 'nothing'} still serving)")
+
+
+def open_to_nginx(host: Host) -> None:
+    """nginx, as its own user, reads /static/ from the releases: every directory from
+    releases/ up to / needs o+x (pass through, no listing). Ours get it; a link is never
+    changed through; shared/ and state/ (the app's data and secrets, root's state) stay 0700."""
+    path = host.releases
+    for directory in (path, *path.parents):
+        st = directory.lstat()
+        if st.st_mode & 0o001 or stat.S_ISLNK(st.st_mode):
+            continue
+        if st.st_uid != os.geteuid():
+            host.say(f"warning: {directory} is closed to other accounts: nginx cannot serve /static/ from the "
+                     "releases (give that directory o+x)")
+            return
+        os.chmod(directory, stat.S_IMODE(st.st_mode) | 0o001)
+        host.say(f"  {directory}: o+x, so that nginx passes through to the releases' static/ (it lists nothing)")
 
 
 def edge_status(host: Host) -> None:

@@ -100,8 +100,11 @@ def prune(app: Path, keep: int) -> None:
     listed and removed through the directory's own descriptor)."""
     releases_dir = app / "releases"
     releases, current = Releases.read(releases_dir), current_release(app)
+    previous = app / "previous"  # what served before current (make rollback may make it the newer one)
+    bridged = Path(os.readlink(previous)).name if previous.is_symlink() else None
     for release in releases.to_prune(current, keep):
-        remove(releases_dir / release)
+        if release != bridged:
+            remove(releases_dir / release)
     left = Releases.read(releases_dir)
     try:
         backups = safe.open_dir(app / "shared", "backups")

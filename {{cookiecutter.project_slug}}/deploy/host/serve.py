@@ -271,12 +271,22 @@ def release_command(host: Host, release: str, command: str) -> None:
 # --- the switch and the hand-over ------------------------------------------------------------------
 
 
-def switch_to(host: Host, release: str) -> None:
-    """Point `current` at RELEASE atomically: a temp link renamed over it."""
-    tmp = host.app / f".current.tmp.{os.getpid()}"
+def relink(link: Path, target: str) -> None:
+    """LINK pointing at TARGET atomically: a temp link renamed over it."""
+    tmp = link.with_name(f".{link.name}.tmp.{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    os.symlink(f"releases/{release}", tmp)
-    os.replace(tmp, host.current)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def switch_to(host: Host, release: str, bridge: bool = True) -> None:
+    """Point `current` at RELEASE atomically, and first `previous` at what it pointed to: nginx
+    serves /static/ from current, else previous, so a page of the release before still finds
+    its files (the edge's asset bridging)."""
+    was = host.current_id()
+    if bridge and was and was != release:
+        relink(host.app / "previous", f"releases/{was}")
+    relink(host.current, f"releases/{release}")
 
 
 def stop_handover_child(host: Host, pid: int) -> None:
@@ -404,7 +414,7 @@ def put_back(host: Host) -> None:
     """A switched release that did not take over: `current` back to what ran, and that serving."""
     was, host.switched_from = host.switched_from, None
     host.say(f"switching current back to {was}")
-    switch_to(host, was)
+    switch_to(host, was, bridge=False)  # (the release that did not take over served no page)
     old = master(host)
     if old:
         stop_handover_child(host, old)
