@@ -8,11 +8,13 @@ The server is booted once for the module and the tests run in file order: setup-
 """
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +62,59 @@ class Edge:
         for key, value in values.items():
             text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
         self.ini.write_text(text)
+
+
+class Load:
+    """Threads fetching https://DOMAIN/ from the server, each request on a new TLS connection
+    verified against pebble's root, until the block ends: every request that does not answer
+    200 with the page is a failure (kept with its reason)."""
+
+    def __init__(self, edge: Edge, threads: int = 4, path: str = "/") -> None:
+        self.context = ssl.create_default_context(cafile=str(edge.root))
+        self.address, self.path, self.threads = edge.server.address, path, threads
+        self.requests, self.failures, self.seconds = 0, [], 0.0
+        self.done, self.lock = threading.Event(), threading.Lock()
+
+    def one(self) -> str:
+        """'' for a good answer, else why not."""
+        conn = http.client.HTTPSConnection(DOMAIN, 443, timeout=10, context=self.context)
+        conn._create_connection = lambda _address, *args, **kwargs: socket.create_connection(  # DOMAIN is the server
+            (self.address, 443), *args, **kwargs)
+        try:
+            conn.request("GET", self.path)
+            response = conn.getresponse()
+            body = response.read()
+            return "" if response.status == 200 and body.strip() else f"{response.status}: {body[:80]!r}"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+
+    def loop(self) -> None:
+        while not self.done.is_set():
+            why = self.one()
+            with self.lock:
+                self.requests += 1
+                if why:
+                    self.failures.append(why)
+
+    def __enter__(self) -> Load:
+        assert self.one() == ""  # serving before the load starts
+        self.started = time.monotonic()
+        self.workers = [threading.Thread(target=self.loop, daemon=True) for _ in range(self.threads)]
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        for worker in self.workers:
+            worker.join(15)
+        self.seconds = time.monotonic() - self.started
+
+    def summary(self) -> str:
+        return (f"{self.requests} requests over HTTPS in {self.seconds:.1f}s ({self.requests / self.seconds:.0f}/s, "
+                f"{self.threads} threads, a TLS handshake each), {len(self.failures)} failed")
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +210,124 @@ def test_make_status_shows_the_domain_and_the_certificates_expiry(edge):
                      status, re.M), status
 
 
-def test_a_redeploy_keeps_the_site_and_the_certificate(edge):
+def test_a_redeploy_under_https_load_keeps_the_site_and_the_certificate_and_fails_no_request(edge):
     site = (edge.server.root / SITE).read_text()
-    again = edge.make("deploy").stdout
+    with Load(edge) as load:
+        time.sleep(1)
+        again = edge.make("deploy").stdout
+        time.sleep(1)
+    TIMINGS.append(f"a redeploy under load: {load.summary()}")
+    assert load.failures == [] and load.requests > 20, load.summary() + "\n" + "\n".join(load.failures[:10])
     assert f"edge: nginx site for {DOMAIN} unchanged" in again and "certificate for" not in again, again
     assert (edge.server.root / SITE).read_text() == site
     edge.https_ok()
+
+
+def answer(edge, path: str, *args: str) -> tuple[str, str]:
+    """The status line with the headers, and the body, of an HTTPS request (verified)."""
+    said = edge.curl(f"https://{DOMAIN}{path}", "-D", "-", *args)
+    assert said.returncode == 0, said.stderr
+    head, _, body = said.stdout.replace("\r\n", "\n").partition("\n\n")  # (text mode: \r\n may be \n already)
+    return head, body
+
+
+def in_maintenance(edge, path: str = "/", *args: str) -> bool:
+    head, body = answer(edge, path, *args)
+    if not re.match(r"HTTP/\S+ 503", head):
+        return False
+    assert re.search(r"^retry-after: 300\r?$", head, re.M | re.I), head
+    assert re.search(r"^strict-transport-security: max-age=31536000\r?$", head, re.M | re.I), head
+    assert "Back at 14:00 &lt;b&gt;UTC&lt;/b&gt; &amp; &quot;soon&quot;" in body and "<b>" not in body, body
+    return True
+
+
+def test_maintenance_is_refused_without_a_domain(edge):
+    edge.set_proxy(domain="")
+    try:
+        refused = edge.make("maintenance", check=False, MESSAGE="down")
+    finally:
+        edge.set_proxy(domain=DOMAIN)
+    assert refused.returncode != 0
+    assert "make maintenance needs a [proxy] domain (config/staging.ini has none)" in refused.stdout + refused.stderr
+    assert not in_maintenance(edge)
+
+
+def test_maintenance_answers_503_with_the_message_but_healthz_through_a_deploy_and_a_reboot_until_live(edge):
+    started = time.monotonic()
+    on = edge.make("maintenance", MESSAGE='Back at 14:00 <b>UTC</b> & "soon"').stdout
+    try:
+        maintenance_then_live(edge, on, started)
+    finally:
+        edge.make("live", check=False)  # the tests after this one need the app
+
+
+def maintenance_then_live(edge, on: str, started: float) -> None:
+    assert "edge: maintenance on" in on, on
+    for path in ("/", "/notes?page=2", "/static/none.css", "/.well-known/acme-challenge/x"):
+        assert in_maintenance(edge, path), path
+    assert in_maintenance(edge, "/login", "-X", "POST", "-d", "a=b")  # the page, not nginx's 405
+    assert json.loads(edge.https_ok())["status"] == "ok"  # /healthz reaches the app
+    TIMINGS.append(f"make maintenance to the 503 page: {time.monotonic() - started:.1f}s")
+    assert re.search(r"^maintenance: on since \S+Z \(make live ends it\)$", edge.make("status").stdout, re.M)
+    edge.make("deploy")  # the site it writes keeps the check
+    assert in_maintenance(edge)
+    edge.server.reboot()
+    wait_for(lambda: edge.curl(f"https://{DOMAIN}/healthz", "-f").returncode == 0, 60, "the app after the reboot")
+    assert in_maintenance(edge)
+    live = edge.make("live").stdout
+    assert "edge: maintenance off: the app answers again" in live, live
+    assert not in_maintenance(edge) and edge.https_ok("/").strip()
+    assert re.search(r"^maintenance: off$", edge.make("status").stdout, re.M)
+    assert "maintenance was off" in edge.make("live").stdout
+
+
+def test_static_files_are_served_by_nginx_cached_gzipped_and_bridged_from_the_previous_release(edge):
+    static = edge.project / "src" / "my_flask_app" / "static"
+    css = "body { color: #333; }\n" + "".join(f".c{n} {{ margin: {n}px; }}\n" for n in range(50))
+    (static / "old-only.css").write_text(css)
+    try:
+        edge.make("deploy")
+        head, body = answer(edge, "/static/old-only.css", "--compressed")
+        assert re.match(r"HTTP/\S+ 200", head) and body == css, head
+        assert re.search(r"^cache-control: public, max-age=3600\r?$", head, re.M | re.I), head
+        assert re.search(r"^content-encoding: gzip\r?$", head, re.M | re.I), head
+        assert re.search(r"^strict-transport-security: max-age=31536000\r?$", head, re.M | re.I), head
+        (static / "old-only.css").unlink()
+        (static / "new-only.css").write_text(css)
+        edge.make("deploy")  # the new release has no old-only.css: the previous one's is served
+        for name in ("old-only.css", "new-only.css", "style.css"):
+            head, body = answer(edge, f"/static/{name}")
+            assert re.match(r"HTTP/\S+ 200", head), (name, head)
+        assert answer(edge, "/static/none.css")[0].startswith("HTTP/1.1 404")
+    finally:
+        for name in ("old-only.css", "new-only.css"):
+            (static / name).unlink(missing_ok=True)
+    # nginx's user reads the releases' static files, and none of the app's private ones
+    app = f"/home/{USER}/apps/{SLUG}"
+    as_nginx = f"runuser -u www-data -- cat {app}/current/static/new-only.css"
+    assert edge.server.ssh(as_nginx).stdout == css
+    for private in ("shared/local.ini", "state"):
+        assert edge.server.ssh(f"runuser -u www-data -- ls {app}/{private}", check=False).returncode != 0, private
+    assert edge.server.ssh(f"stat -c %a {app}/shared").stdout.strip() == "700"
+
+
+def wrk(edge, url: str, *args: str) -> float:
+    """wrk's requests/s for URL, run in the server's network namespace (so that both figures
+    have the same client and path: loopback), 2 threads, 16 connections, 5 s; no errors."""
+    said = subprocess.run(["ip", "netns", "exec", edge.server.netns, "nice", "-n", "10", "wrk", "-t2", "-c16", "-d5s",
+                           *args, url], capture_output=True, text=True, check=True, timeout=60)
+    assert "Non-2xx" not in said.stdout and "Socket errors" not in said.stdout, said.stdout
+    return float(re.search(r"^Requests/sec:\s+([\d.]+)", said.stdout, re.M)[1])
+
+
+def test_requests_per_second_over_https_through_nginx_and_plain_http_to_gunicorn(edge):
+    if subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode != 0:
+        missing("wrk is not installed (apt-get install wrk)")
+    https = wrk(edge, "https://127.0.0.1/", "-H", f"Host: {DOMAIN}")  # wrk keeps its TLS connections open
+    plain = wrk(edge, f"http://127.0.0.1:{PORT}/")
+    TIMINGS.append(f"wrk on /, keep-alive: {https:.0f} requests/s over HTTPS through nginx, {plain:.0f}/s plain "
+                   "HTTP straight to gunicorn")
+    assert https > 0 and plain > 0
 
 
 def serial(edge) -> str:
@@ -171,15 +338,19 @@ def serial(edge) -> str:
         return tls.getpeercert()["serialNumber"]
 
 
-def test_a_renewal_by_certbot_is_served_after_its_hook_reloads_nginx(edge):
+def test_a_renewal_by_certbot_under_https_load_is_served_after_its_hook_reloads_nginx_failing_no_request(edge):
     before = serial(edge)
     # the timer's service trusts the private ACME server as the deploy did
     shown = edge.server.ssh("systemctl show certbot.service -p Environment").stdout.strip()
     assert shown == f"Environment=REQUESTS_CA_BUNDLE=/etc/{SLUG}-edge/acme-ca.pem", shown
     # as its timer runs it (Debian's certbot.service), forced: a renewal is not due for months
     renew = "certbot -q renew --no-random-sleep-on-renew --force-renewal"
-    edge.server.ssh(f"env {shown.partition('=')[2]} {renew} --cert-name {DOMAIN}", timeout=120)
-    wait_for(lambda: serial(edge) != before, 10, "the renewed certificate served")
+    with Load(edge) as load:
+        edge.server.ssh(f"env {shown.partition('=')[2]} {renew} --cert-name {DOMAIN}", timeout=120)
+        wait_for(lambda: serial(edge) != before, 10, "the renewed certificate served")
+        time.sleep(1)
+    TIMINGS.append(f"a forced renewal under load: {load.summary()}")
+    assert load.failures == [] and load.requests > 20, load.summary() + "\n" + "\n".join(load.failures[:10])
     edge.https_ok()
 
 
