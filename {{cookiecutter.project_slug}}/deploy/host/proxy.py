@@ -198,7 +198,10 @@ def cmd_setup_host(args: argparse.Namespace) -> int:
 
 
 def release_proxy(host: Host, release: str) -> dict:
-    """The release's own [proxy] settings (config.py as a script: standard library only)."""
+    """The release's own [proxy] settings (config.py as a script: standard library only), read
+    as the app's account: on a root deploy's first run, made here (activate would make it next)."""
+    from host.accounts import ensure_app_user
+    ensure_app_user(host)
     directory = host.releases / release
     python = str(directory / "venv" / "bin" / "python")
     for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
