@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     if reason:
         missing(f"systemd servers: {reason}")
     rootfs("bookworm")
-    booted = SystemdServer(tmp_path_factory.mktemp("root-state"), "rootstate", 1, "bookworm").start()
+    booted = SystemdServer(tmp_path_factory.mktemp("root-state"), "rootstate", 3, "bookworm").start()
     try:
         yield booted
     finally:

@@ -23,7 +23,7 @@ from harness.systemd import USER, SystemdServer, rootfs, unavailable
 from test_systemd import PORT, Served
 
 TIMINGS: list[str] = []
-# Addresses 10.231.<index>.2: apart from test_systemd's (1, 2) and test_root_state's (1).
+# Addresses 10.231.<index>.2: apart from test_systemd's (1, 2), test_root_state's (3) and test_https's (20).
 INDEXES = {"wk1": 11, "wk2": 12, "wk3": 13}
 WORKER = ('while :; do echo "$(basename "$PWD") $$" >%(shared)s/beat.tmp && mv %(shared)s/beat.tmp '
           '%(shared)s/beat.txt; sleep 0.5; done')
