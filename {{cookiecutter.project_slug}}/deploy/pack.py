@@ -191,6 +191,11 @@ def pack_for(targets: list[Target], dist: Path, out: Path, requirements: Path, h
     return result
 
 
+def cacheable(name: str) -> bool:
+    """What a host keeps by sha256 and an upload may leave out: as host/releases.py cacheable."""
+    return name.startswith("wheels/") or name == "deploy/remote.sh"
+
+
 def lean(tarball: Path, facts: Path, out: Path) -> str:
     """The release minus the wheels a host's cache holds (its probe lists their sha256):
     what `make deploy` uploads. SHA256SUMS still names every file; the host fills the gaps
@@ -210,7 +215,7 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
         with tarfile.open(tmp, "w:gz", compresslevel=6) as thin:
             for member in members:
                 inner = member.name.removeprefix(top + "/")
-                if member.isfile() and inner.startswith("wheels/") and sums.get(inner) in cached:
+                if member.isfile() and cacheable(inner) and sums.get(inner) in cached:
                     left_out += 1
                     continue
                 if member.isfile() and inner.startswith("wheels/"):
@@ -224,7 +229,7 @@ def lean(tarball: Path, facts: Path, out: Path) -> str:
         raise PackError(f"the host has {int(free) // 1024} MiB free where the app lives; this release needs about "
                         f"{need // 2**20 + 1} MiB there (its upload, files and venv): nothing was sent. "
                         "Free some space there (make check-host shows the disk)")
-    return f"upload {out.stat().st_size // 1024} KiB ({left_out} wheels the host has left out)"
+    return f"upload {out.stat().st_size // 1024} KiB ({left_out} files the host has left out)"
 
 
 def room_needed(members: list[tarfile.TarInfo], upload: int, sent_wheels: int) -> int:

@@ -31,3 +31,10 @@ def test_a_release_carries_base_ini_and_its_environments_ini_only(tmp_path, monk
         pack.configs("qa")
     with pytest.raises(pack.PackError, match=r"APP_ENV='\.\./x' is not an environment name"):
         pack.configs("../x")
+
+
+def test_an_upload_leaves_out_exactly_what_the_host_caches():
+    from host.releases import cacheable
+    names = ["wheels/flask-3.1.3-py3-none-any.whl", "deploy/remote.sh", "deploy/gunicorn.conf.py", "config/prod.ini",
+             "RELEASE", "static/app.css"]
+    assert [n for n in names if pack.cacheable(n)] == [n for n in names if cacheable(n)] == names[:2]

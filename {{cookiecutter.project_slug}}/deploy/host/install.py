@@ -12,7 +12,7 @@ from pathlib import Path
 import host
 from host import wheels
 from host.context import Failure as Refusal
-from host.releases import plain_dir, read_release, remove
+from host.releases import cacheable, plain_dir, read_release, remove
 
 LEAN_RETRY = 75  # the Makefile then uploads the whole release and tries again
 
@@ -97,7 +97,7 @@ def fill_and_verify(release: Path, wheels: Path) -> None:
     (removed here), asks for the whole release (LEAN_RETRY)."""
     sums = read_sums(release)
     for name, digest in sums.items():
-        if name.startswith("wheels/") and not (release / name).exists():
+        if cacheable(name) and not (release / name).exists():
             cached = wheels / digest
             if not plain_dir(wheels) or not cached.is_file() or cached.is_symlink():
                 raise Refusal(f"the upload left out {name}, and this host has no copy of it; "
@@ -212,7 +212,7 @@ def cache_wheels(release: Path, wheels: Path) -> None:
     if not plain_dir(wheels):
         return
     for name, digest in read_sums(release).items():
-        if name.startswith("wheels/") and not (wheels / digest).exists():
+        if cacheable(name) and not (wheels / digest).exists():
             tmp = wheels / f".{digest}.tmp"
             shutil.copyfile(release / name, tmp)
             os.replace(tmp, wheels / digest)

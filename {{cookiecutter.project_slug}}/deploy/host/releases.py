@@ -77,13 +77,19 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def cacheable(name: str) -> bool:
+    """A release's file the host keeps in state/wheels/ by sha256, so that the next upload
+    leaves it out (deploy/pack.py lean): every wheel, and the host program's bundle."""
+    return name.startswith("wheels/") or name == "deploy/remote.sh"
+
+
 def referenced_wheels(releases: Path) -> set[str]:
-    """The sha256 of every wheel a release still on the host brought."""
+    """The sha256 of every cached file a release still on the host brought."""
     keep = set()
     for sums in releases.glob("*/SHA256SUMS"):
         for line in sums.read_text().splitlines():
             digest, _, name = line.partition("  ")
-            if name.startswith("wheels/"):
+            if cacheable(name):
                 keep.add(digest)
     return keep
 

@@ -36,8 +36,8 @@ def reach(remote: Remote, minimum: str) -> dict:
     answer = remote.run("probe", capture=True)
     if answer.status != 0:
         raise ShipError(message("unreachable", target=remote.target) if answer.status == 255 else "", 1)
-    try:
-        facts = json.loads(answer.output)
+    try:  # its one JSON line; with several hosts ssh's own warnings (stderr) come in the same stream
+        facts = json.loads(next((line for line in reversed(answer.output.splitlines()) if line.startswith("{")), ""))
     except ValueError:
         raise ShipError(f"{remote.host} answered the probe with no facts: {answer.output.strip()[-200:]!r}", 1) from None
     try:
