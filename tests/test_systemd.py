@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -304,10 +305,34 @@ def sandbox_seen(result) -> dict[str, str]:
             if len(pair) == 2 and pair[0] in ("Uid:", "CapBnd:", "NoNewPrivs:", "Seccomp:", "Umask:", "cwd")}
 
 
+def shell_seen(app: Served, **overrides: str) -> dict[str, str]:
+    """What `make shell` saw of itself, its input piped (so --pipe, not --pty, on the host)."""
+    command = ["make", "--no-print-directory", "shell", *(f"{k}={v}" for k, v in {**app.vars, **overrides}.items())]
+    probe = ("import re; print(chr(10) + ''.join(line for line in open('/proc/self/status') "
+             "if re.match('(Uid|CapBnd|NoNewPrivs|Seccomp|Umask):', line)))\n")
+    result = subprocess.run(command, cwd=app.project, input=probe, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, output(result)
+    return sandbox_seen(result)
+
+
+def smoke_unit_journal(app: Served) -> str:
+    """What the journal holds of the smoke boot's transient unit (read as root, who reads
+    the user managers' messages too)."""
+    unit, field = app.unit.replace(".service", "-smoke.service"), "UNIT" if app.user == "root" else "USER_UNIT"
+    return app.server.ssh(f"journalctl --no-pager -o cat {field}={unit}", check=False).stdout
+
+
 def test_make_exec_runs_in_the_user_units_sandbox(as_user):
     seen = sandbox_seen(as_user.make("exec", CMD=SANDBOX_PROBE))
     assert seen["NoNewPrivs:"] == "1" and seen["Seccomp:"] == "2" and seen["Umask:"] == "0077", seen
     assert seen["cwd"] == f"{as_user.guest_dir}/releases/{as_user.current()}", seen
+
+
+def test_make_shell_and_the_smoke_boot_run_in_the_user_units_sandbox(as_user):
+    seen = shell_seen(as_user)
+    assert seen["NoNewPrivs:"] == "1" and seen["Seccomp:"] == "2" and seen["Umask:"] == "0077", seen
+    journal = smoke_unit_journal(as_user)
+    assert "a command in the app's sandbox" in journal, journal
 
 
 def test_check_host_reports_what_the_host_has(as_user):
@@ -367,6 +392,15 @@ def test_as_root_make_exec_runs_as_the_apps_account_in_the_units_sandbox(as_root
     # the release's files are root's and the system read-only: the command writes only shared/
     denied = app.make("exec", PORT=str(PORT + 1), check=False, CMD="touch ../../shared/ok && touch x")
     assert denied.returncode != 0 and (app.dir / "shared/ok").exists(), output(denied)
+
+
+def test_as_root_make_shell_and_the_smoke_boot_run_in_the_units_sandbox(as_root):
+    app = as_root
+    seen = shell_seen(app, PORT=str(PORT + 1))
+    assert seen["Uid:"].split()[0] == str(app.uids().pop()) != "0", seen
+    assert seen["CapBnd:"] == "0000000000000000" and seen["Seccomp:"] == "2" and seen["Umask:"] == "0077", seen
+    journal = smoke_unit_journal(app)
+    assert "a command in the app's sandbox" in journal, journal
 
 
 def test_as_root_the_app_runs_as_its_own_account_and_writes_only_shared(as_root):

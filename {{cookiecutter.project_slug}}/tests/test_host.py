@@ -495,6 +495,17 @@ def test_where_systemd_runs_the_app_a_command_runs_in_a_transient_unit_with_its_
                       "PATH=/srv/app/releases/r/venv/bin:/usr/bin"]
 
 
+def test_the_smoke_boot_has_a_unit_of_its_name_and_make_shell_has_our_terminal():
+    service = systemd.Service("system", "my-app-prod-1a2b3c4d", "my-app")
+    smoke = sandbox.command(service, units(), ["/srv/app/releases/r/venv/bin/gunicorn", "--bind", "unix:s"],
+                            "/srv/app/releases/r", ENVIRON, "MY_APP", name="smoke")
+    # one name: the next deploy stops the smoke boot of one that was killed mid-boot
+    assert "--unit=my-app-prod-1a2b3c4d-smoke" in smoke and "--pipe" in smoke and "--wait" in smoke
+    shell = sandbox.command(service, units(), ["/srv/app/releases/r/venv/bin/flask", "shell"], "/srv/app/releases/r",
+                            ENVIRON, "MY_APP", terminal=True)
+    assert "--pty" in shell and "--pipe" not in shell and "--property=CapabilityBoundingSet=" in shell
+
+
 def test_a_user_units_command_runs_under_the_user_manager_with_its_sandbox(tmp_path):
     service = systemd.Service("user", "my-app-prod-1a2b3c4d", "deploy")
     user_units = units("user", "/home/deploy/apps/my-app")

@@ -328,7 +328,10 @@ def cmd_shell(host: Host, args) -> None:
     directory, env = in_release(host)
     os.chdir(directory)
     default_signals()  # the terminal's signals reach the shell
-    flask = [*host.service.as_app, f"{directory}/venv/bin/flask", "--app", f"{PACKAGE}:create_app()", "shell"]
+    from host.serve import units
+    # the terminal ssh -t gave us is the shell's (--pty); piped input stays piped
+    flask = sandbox.command(host.service, units(host), [f"{directory}/venv/bin/flask", "--app",
+                            f"{PACKAGE}:create_app()", "shell"], directory, env, VARS, terminal=os.isatty(0))
     os.execvpe(flask[0], flask, env)
 
 

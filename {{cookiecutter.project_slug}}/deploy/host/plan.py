@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from host import PACKAGE
+from host import PACKAGE, VARS, sandbox
 from host.cli import command
 from host.context import Failure, Host, Settings
 from host.database import has_database
 from host.hold import hold_file, read_hold
 from host.releases import holder_alive, lock_info
-from host.systemd import app_account
+from host.serve import units
+from host.systemd import Service, app_account
 
 # A deploy's steps, in the order it runs them (commands.py: cmd_deploy; serve.py: activate).
 DEPLOY_STEPS = ("lock", "install", "smoke_boot", "release_command", "smoke_paths", "switch", "handover", "workers",
@@ -43,11 +44,16 @@ def database_revisions(host: Host, current: str | None) -> dict:
     if directory is None or not has_database(directory):
         return {}
     program = directory / "venv" / "bin" / PACKAGE
-    # The app's account, as everything of the app runs (under systemd, a root deploy's own).
-    as_app = ["runuser", "-u", app_account(host.settings.env), "--"] if os.getuid() == 0 and Path("/run/systemd/system").is_dir() else []
+    # In the app's sandbox, as everything of the app runs (a root deploy's: its own account). A
+    # plan detects nothing (Service.detect may turn lingering on): a root deploy under systemd
+    # runs the system unit, any other deploy the app as its own account.
+    env = host.settings.env
+    kind = "system" if os.getuid() == 0 and Path("/run/systemd/system").is_dir() else "daemon"
+    host.service = Service(kind, Service.unit_name(host.app, env), app_account(env) if kind == "system" else "")
     host.app_environment()
-    asked = subprocess.run([*as_app, str(program), "db-revision", "--env", host.settings.env], cwd=directory,
-                           capture_output=True, text=True, check=False)
+    argv = sandbox.command(host.service, units(host), [str(program), "db-revision", "--env", env], str(directory),
+                           dict(os.environ), VARS)
+    asked = subprocess.run(argv, cwd=directory, capture_output=True, text=True, check=False)
     if asked.returncode != 0:
         said = (asked.stderr.strip().splitlines() or [f"exit {asked.returncode}"])[-1]
         return {"unknown": said.removeprefix("error: ")}

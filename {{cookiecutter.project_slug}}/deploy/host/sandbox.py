@@ -1,17 +1,15 @@
-"""The app's code run on the host outside its service (the release command, make exec, jobs
-run by make run-job, and the app's own command line: backups, restores, host settings), in
-the same sandbox as the service.
+"""The app's code run on the host outside its service (the smoke boot, the release command,
+make exec and make shell, jobs run by make run-job, and the app's own command line: backups,
+restores, host settings), in the same sandbox as the service.
 
 Where systemd runs the app, such a command runs as a transient unit of the same manager
 (`systemd-run --wait --pipe`), with the service unit's sandbox and limits as properties: the
 same account, the same read-only system and writable shared/, the same system call filter,
 whoever starts it. Its input, output and exit status are the caller's. Elsewhere (a detached
 gunicorn) it runs as it is: there is no sandbox to share.
-
-Left for later: the smoke boot (a gunicorn the deploy stops by its pid) and make shell (a
-terminal: --pty, not --pipe) still run through Service.as_app.
 """
 import os
+import subprocess
 
 from host.systemd import Service, Units
 
@@ -36,17 +34,38 @@ def has_user_bus(environ: dict[str, str]) -> bool:
     return os.path.exists(os.path.join(environ.get("XDG_RUNTIME_DIR", "/nonexistent"), "bus"))
 
 
+def sandboxed(service: Service, environ: dict[str, str]) -> bool:
+    """Whether the app's code runs in a transient unit here (else as it is: as_app)."""
+    return service.kind == "system" or (service.kind == "user" and has_user_bus(environ))
+
+
+def unit_name(units: Units, name: str) -> str:
+    """The transient unit's name: NAME (e.g. "smoke": one at a time, under the deploy's lock),
+    else one of this process's own."""
+    return f"{units.unit}-{name or f'run-{os.getpid()}'}"
+
+
 def command(service: Service, units: Units, argv: list[str], cwd: str, environ: dict[str, str],
-            prefix: str) -> list[str]:
+            prefix: str, name: str = "", terminal: bool = False) -> list[str]:
     """ARGV (its program an absolute path) as the app's code runs here, in CWD with the app's
-    part of ENVIRON. The values reach systemd-run as arguments, never through a shell."""
-    if service.kind not in ("system", "user") or (service.kind == "user" and not has_user_bus(environ)):
+    part of ENVIRON. The values reach systemd-run as arguments, never through a shell.
+    TERMINAL: our terminal is the command's (--pty: make shell), rather than our stdin,
+    stdout and stderr as they are (--pipe)."""
+    if not sandboxed(service, environ):
         return [*service.as_app, *argv]
     env = environment(environ, prefix)
     if service.kind == "system":
         env.pop("HOME", None)  # root's: the app's account has its own (systemd sets it from User=)
-    return ["systemd-run", *(["--user"] if service.kind == "user" else []), "--quiet", "--wait", "--pipe",
-            "--collect", "--service-type=exec", f"--unit={units.unit}-run-{os.getpid()}",
+    return ["systemd-run", *(["--user"] if service.kind == "user" else []), "--quiet", "--wait",
+            "--pty" if terminal else "--pipe", "--collect", "--service-type=exec", f"--unit={unit_name(units, name)}",
             f"--description={units.dist} ({units.env}): a command in the app's sandbox",
             f"--working-directory={cwd}", *(f"--property={line}" for line in properties(units)),
             *(f"--setenv={name}={value}" for name, value in sorted(env.items())), "--", *argv]
+
+
+def stop(service: Service, units: Units, name: str, wait: bool = True) -> None:
+    """Stop the transient unit NAME (command's) if it runs: its manager TERMs what runs there
+    and KILLs what outlives the stop timeout. Without WAIT the stop is queued, and the caller
+    waits for systemd-run, whose --wait ends with the unit."""
+    subprocess.run([*service.systemctl, "stop", *([] if wait else ["--no-block"]), f"{unit_name(units, name)}.service"],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)

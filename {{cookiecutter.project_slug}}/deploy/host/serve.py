@@ -171,16 +171,23 @@ def smoke_boot(host: Host, release: str) -> None:
         stop_pid(left, host.settings.stop_timeout, host.say)
     for path in ("run/smoke/smoke.sock", "run/smoke/smoke.pid", "log/smoke.log"):
         safe.unlink(host.shared, path)
+    sandboxed = sandbox.sandboxed(host.service, dict(os.environ))
+    if sandboxed:
+        sandbox.stop(host.service, units(host), "smoke")  # the smoke unit of a deploy killed mid-boot
     log = open_app_file(host, smoke_log, os.O_APPEND)
     # In the foreground as our child (see daemon in gunicorn.conf.py), so that we see it exit:
     # gunicorn shuts down by itself at once when a worker cannot import the app, and
-    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile. As the
-    # account the service runs as (as_app): never as root.
+    # BOOT_TIMEOUT is only for slow boots. --pid keeps it off the main pidfile. In the app's
+    # sandbox (a transient unit whose systemd-run is our child), or as the account the service
+    # runs as: never as root.
+    env = {**os.environ, f"{VARS}_FOREGROUND": "1"}
+    argv = sandbox.command(host.service, units(host),
+                           [*gunicorn(directory), "--bind", f"unix:{sock}", "--umask", "0077", "--workers", "1",
+                            "--pid", str(pidfile), "--error-logfile", str(smoke_log), "--access-logfile", "/dev/null"],
+                           str(directory), env, VARS, name="smoke")
     try:
-        host.smoke = subprocess.Popen(
-            [*host.service.as_app, "env", f"{VARS}_FOREGROUND=1", *gunicorn(directory), "--bind", f"unix:{sock}",
-             "--umask", "0077", "--workers", "1", "--pid", str(pidfile), "--error-logfile", str(smoke_log),
-             "--access-logfile", "/dev/null"], cwd=directory, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        host.smoke = subprocess.Popen(argv, cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        host.smoke.unit = sandboxed
     finally:
         os.close(log)
     ok, _ = wait_healthy(str(sock), release, host.settings.boot_timeout, alive=lambda: host.smoke.poll() is None,
@@ -195,7 +202,10 @@ def smoke_stop(host: Host, wait: bool = True) -> None:
     shutdown overlaps the switch and the hand-over)."""
     if host.smoke is not None:
         if host.smoke.poll() is None and not getattr(host.smoke, "termed", False):
-            host.smoke.send_signal(signal.SIGTERM)
+            if getattr(host.smoke, "unit", False):
+                sandbox.stop(host.service, units(host), "smoke", wait=False)  # systemd-run waits for it
+            else:
+                host.smoke.send_signal(signal.SIGTERM)
             host.smoke.termed = True  # once: a second TERM would cut its graceful stop short
         if wait:
             host.smoke.wait()
