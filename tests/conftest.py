@@ -19,8 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # (flask_deploy_answers); pytest-cookies also renders the context before calling it.
 sys.path.append(str(TEMPLATE))
 
+from harness import cpu  # noqa: E402
 from harness.app import make  # noqa: E402,F401  (re-exported: `from conftest import make`)
 from harness.sshd import PrivateSshd  # noqa: E402
+
+
+def pytest_configure(config):
+    cpu.register(config)  # CFD_CPU=FILE: each test's CPU time (tests/harness/cpu.py)
 
 
 def missing(reason: str) -> None:
