@@ -22,6 +22,7 @@ sys.path.append(str(TEMPLATE))
 from harness import cpu  # noqa: E402
 from harness.app import make  # noqa: E402,F401  (re-exported: `from conftest import make`)
 from harness.sshd import PrivateSshd  # noqa: E402
+from harness.venvs import make_venv  # noqa: E402
 
 
 def pytest_configure(config):
@@ -43,10 +44,10 @@ def bake(output_dir: Path, **answers: str) -> Path:
 
 @pytest.fixture(scope="session")
 def baked_project(tmp_path_factory) -> Path:
-    """The default bake, a git repository with its venv made once (`make venv`)."""
+    """The default bake, a git repository with its venv (`make venv`, made once a run: harness/venvs.py)."""
     project = bake(tmp_path_factory.mktemp("bake"))
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    make(project, "venv")
+    make_venv(project, tmp_path_factory)
     return project
 
 

@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import bake, make, missing
+from conftest import bake, missing
 from harness.app import new_app, output
+from harness.venvs import make_venv
 
 # Changes no table (the project's own tests compare models and migrations): data only.
 DATA_MIGRATION = '''"""touch every note"""
@@ -258,7 +259,7 @@ def test_sqlite_is_refused_for_several_hosts_before_anything_changes(app):
 def pg_project(tmp_path_factory) -> Path:
     project = bake(tmp_path_factory.mktemp("pg"), database="postgresql")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    make(project, "venv")
+    make_venv(project, tmp_path_factory)
     return project
 
 

@@ -22,6 +22,7 @@ from harness.app import Fleet, make, output, port_open, table, targets, tree
 from harness.load import Load
 from harness.netns import NamespaceHosts, unavailable
 from harness.sshd import free_port, python_host_env
+from harness.venvs import make_venv
 
 
 PORT = 8000  # every host has a network of its own: the same port on each
@@ -52,7 +53,7 @@ def fleet(hosts, tmp_path_factory) -> Fleet:  # hosts first: skip before baking
     # database=none: a SQLite project refuses several hosts (each would have its own data)
     project = bake(tmp_path_factory.mktemp("fleet-bake"), database="none")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    make(project, "venv")
+    make_venv(project, tmp_path_factory)
     return Fleet(project, hosts, port=PORT, timings=TIMINGS)
 
 

@@ -20,6 +20,7 @@ import pytest
 from conftest import bake, missing
 from harness.app import make, output, wait_for
 from harness.systemd import USER, SystemdServer, rootfs, unavailable
+from harness.venvs import make_venv
 from test_systemd import PORT, Served
 
 TIMINGS: list[str] = []
@@ -47,7 +48,7 @@ def project(tmp_path_factory) -> Path:
     baked = bake(tmp_path_factory.mktemp("workers-bake"), database="none")
     import subprocess
     subprocess.run(["git", "init", "-q"], cwd=baked, check=True)
-    make(baked, "venv")
+    make_venv(baked, tmp_path_factory)
     prod = baked / "config/prod.ini"
     prod.write_text(prod.read_text() + SECTIONS)
     return baked
