@@ -233,6 +233,15 @@ def test_a_tree_passed_once_is_known_until_any_file_git_sees_changes(tmp_path, m
                    lambda: (tmp_path / "config").mkdir() or (tmp_path / "config/local.ini").write_text("[app]\n")):
         change()
         assert not tested.passed_already(tested.tree_key())
+    (tmp_path / "new.py").unlink()
+    (tmp_path / "config/local.ini").unlink()
+    tested.record(tested.tree_key())  # x = 2 passed too
+    (tmp_path / "app.py").write_text("x = 1\n")  # a change taken back: the tree that passed first
+    assert tested.passed_already(tested.tree_key())
+    for n in range(tested.KEPT):  # the last few trees are kept, not every one
+        (tmp_path / "app.py").write_text(f"x = {n + 10}\n")
+        tested.record(tested.tree_key())
+    assert len(tested.passed()) == tested.KEPT and not tested.passed_already(key)
 
 
 def test_maintenance_without_a_proxy_domain_is_refused_before_any_host(settings):

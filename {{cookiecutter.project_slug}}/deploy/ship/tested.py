@@ -4,7 +4,8 @@ The tree is every file git sees here (tracked and untracked, less what .gitignor
 out), by path and content, plus the venv's install stamp and Python and the host-local
 config/local.ini: what the tests read. A deploy that finds the key of its tree in
 build/tested says so and goes on; `make test` itself always runs. Outside a git work tree
-there is no key, and the tests always run.
+there is no key, and the tests always run. build/tested keeps the last few trees that
+passed, so that a change tried and taken back is not tested again.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import os
 import subprocess
 from pathlib import Path
 
-STAMP = Path("build/tested")  # the key of the last tree whose tests passed in a deploy
+STAMP = Path("build/tested")  # the keys of the last trees whose tests passed in a deploy, one a line
+KEPT = 16
 ALSO = (".venv/.installed", ".venv/pyvenv.cfg", "config/local.ini")  # git ignores them; the tests do not
 
 
@@ -38,15 +40,20 @@ def tree_key() -> str | None:
     return digest.hexdigest()
 
 
-def passed_already(key: str | None) -> bool:
+def passed() -> list[str]:
     try:
-        return key is not None and STAMP.read_text().strip() == key
+        return STAMP.read_text().split()
     except OSError:
-        return False
+        return []
+
+
+def passed_already(key: str | None) -> bool:
+    return key is not None and key in passed()
 
 
 def record(key: str | None) -> None:
     """After the tests passed: KEY, when the tree is still the one they ran on."""
     if key is not None and tree_key() == key:
         STAMP.parent.mkdir(exist_ok=True)
-        STAMP.write_text(key + "\n")
+        kept = [k for k in passed() if k != key][-(KEPT - 1):]
+        STAMP.write_text("".join(f"{k}\n" for k in [*kept, key]))
