@@ -1,6 +1,7 @@
 """The two routes a user and a deploy check, the limits and headers every response has, and
 the factory as existing test suites call it."""
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def test_home_page_shows_name_and_version(client):
 def test_healthz_reports_version_and_release(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "version": __version__, "release": "dev"}
+    assert response.get_json() == {"status": "ok", "version": __version__, "release": "dev",
+                                   "host": socket.gethostname()}  # which host answered, behind one proxy
 
 
 def test_static_file_is_served(client):

@@ -1,6 +1,7 @@
 """The edge helper (deploy/host/edge.py, run as root by the deploy user through sudo): what it
 accepts, what it refuses, the nginx site it writes, and how it reads the user's files."""
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -225,3 +226,76 @@ def test_static_files_come_from_the_current_release_else_the_previous_one_cached
         "    }"]
     assert https.index(MAINTENANCE[-1]) < start  # maintenance covers /static/ too (only /healthz is exempt)
     assert "location /static/" not in edge.render_site(edge.Request("app.example.com", "acme", 8000))
+
+
+# --- several hosts: the proxy host's site balances over them all -----------------------------------
+
+UPSTREAM = "{{ cookiecutter.project_slug | replace('-', '_') }}_edge"
+
+
+def test_several_hosts_are_one_upstream_with_the_passive_health_checks_of_make_nginx_conf():
+    request = edge.check(acme(upstream=["127.0.0.1:8000", "10.0.0.12:8000", "[FD00::0013]:8000", "Web3.internal:8000"]),
+                         APP)
+    assert request.upstreams == ("127.0.0.1:8000", "10.0.0.12:8000", "[fd00::13]:8000", "web3.internal:8000")
+    lines = edge.render_site(request).splitlines()
+    assert lines[2:9] == ["upstream " + UPSTREAM + " {",
+                          "    server 127.0.0.1:8000 max_fails=3 fail_timeout=10s;",
+                          "    server 10.0.0.12:8000 max_fails=3 fail_timeout=10s;",
+                          "    server [fd00::13]:8000 max_fails=3 fail_timeout=10s;",
+                          "    server web3.internal:8000 max_fails=3 fail_timeout=10s;", "}", ""]
+    proxy = lines.index("    location / {", lines.index("    listen 443 ssl;"))
+    assert lines[proxy + 1:proxy + 6] == [
+        f"        proxy_pass http://{UPSTREAM};",
+        "        proxy_next_upstream error timeout http_502 http_503 http_504;", "        proxy_connect_timeout 2s;",
+        "        proxy_http_version 1.1;", '        proxy_set_header Connection "";']
+    # the same health checks as make nginx-conf's snippet
+    import nginx_conf
+    assert "max_fails=3 fail_timeout=10s;" in nginx_conf.render("app", ["10.0.0.12"], "8000", "80", "/s/")
+    # one host: no upstream block, as before
+    single = edge.render_site(edge.check(acme(upstream=["127.0.0.1:8000"]), APP))
+    assert "upstream " not in single and "        proxy_pass http://127.0.0.1:8000;" in single.splitlines()
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("10.0.0.12", "is not HOST:PORT"), ("10.0.0.12:0", "is not HOST:PORT"), ("10.0.0.12:70000", "is not HOST:PORT"),
+    ("10.0.0.12:80 down", "is not HOST:PORT"), ("10.0.0.12:+80", "is not HOST:PORT"),
+    ("x;}server{:8000", "is neither an IP address nor a host name"),
+    ("evil.com; include /etc/shadow:8000", "is neither an IP address nor a host name"),
+    ("10.0.0.999:8000", "is neither an IP address nor a host name"), ("[web2]:8000", "is neither"),
+    ("fd00::13:8000", "an IPv6 address goes in brackets"), ("-web:8000", "is neither"),
+    ("web2\n:8000", "is neither"), ("a" * 64 + ":8000", "is neither")])
+def test_each_upstream_is_checked_before_it_reaches_nginx(entry, why):
+    with pytest.raises(edge.EdgeError, match=f"^upstream {re.escape(repr(entry))}.*{re.escape(why)}"):
+        edge.check(acme(upstream=[entry]), APP)
+
+
+def test_too_many_upstreams_are_refused():
+    with pytest.raises(edge.EdgeError, match="^65 upstreams: at most 64$"):
+        edge.check(acme(upstream=[f"10.0.1.{n}:8000" for n in range(65)]), APP)
+
+
+def test_the_maintenance_retry_after_is_a_setting():
+    request = edge.check(acme(retry_after="60"), APP)
+    assert request.retry_after == 60
+    assert "        add_header Retry-After 60 always;" in edge.render_site(request).splitlines()
+    assert edge.check(acme(), APP).retry_after == 300
+    with pytest.raises(edge.EdgeError, match=r"^retry_after '5m' is not a number of seconds \(at most a week\)$"):
+        edge.check(acme(retry_after="5m"), APP)
+
+
+@pytest.mark.parametrize("given, ok", [("10.0.0.12", "10.0.0.12"), ("fd00::13", "fd00::13"), ("web2.internal", "web2.internal"),
+                                       ("", ""), ("web2 PORT=1", None), ("a\nExecStart=x", None), ("1.2.3.999", None)])
+def test_the_bind_address_of_a_host_behind_the_proxy_is_checked(given, ok):
+    from host.context import Failure, bind_address
+    if ok is None:
+        with pytest.raises(Failure, match="is neither an IP address nor a host name"):
+            bind_address(given)
+    else:
+        assert bind_address(given) == ok
+
+
+def test_a_host_behind_the_proxy_binds_its_address_in_its_unit_too():
+    from host import systemd
+    units = systemd.Units("my-app", "prod", "/srv/app", "my-app-prod-1", "user", "my-app", "8000", "python3", "51200", "5",
+                          bind_host="10.0.0.12")
+    assert units.common()[0].endswith(" LOG_KEEP=5 BIND_HOST=10.0.0.12")

@@ -72,3 +72,16 @@ def test_own_tls_needs_its_files(config_dir):
         "config/test.ini: [proxy] private_key is empty: tls = own needs the host's private key file"]
     proxy = load(config_dir, "domain = app.example.com\ntls = OWN\ncertificate = /srv/a/c.pem\nprivate_key = /srv/a/k.pem\n")
     assert proxy["proxy"]["tls"] == "own"
+
+
+def test_the_proxy_host_and_the_maintenance_retry_after(config_dir):
+    proxy = load_config("prod", config_dir=config_dir, environ={})["proxy"]
+    assert proxy["host"] == "" and proxy["maintenance_retry_after"] == 300
+    proxy = load(config_dir, "domain = app.example.com\nhost = web2\nmaintenance_retry_after = 60\n")["proxy"]
+    assert proxy["host"] == "web2" and proxy["maintenance_retry_after"] == 60
+    assert errors(config_dir, "host = web1 web2\nmaintenance_retry_after = 1h\n") == [
+        ("config/test.ini: [proxy] host: 'web1 web2' is not one host (a name or address as REMOTE_HOSTS gives it; "
+         "empty: the first)"),
+        "config/test.ini: [proxy] maintenance_retry_after: '1h' is not an integer"]
+    assert errors(config_dir, "maintenance_retry_after = 999999\n") == [
+        "config/test.ini: [proxy] maintenance_retry_after: 999999 is out of range (must be between 0 and 604800)"]

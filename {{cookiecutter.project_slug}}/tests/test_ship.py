@@ -251,3 +251,37 @@ def test_maintenance_without_a_proxy_domain_is_refused_before_any_host(settings)
         TARGETS["maintenance"].run(s, None)  # no Remote: nothing reaches a host
     assert str(refused.value) == ("make maintenance needs a [proxy] domain (config/prod.ini has none): without one, "
                                   "nginx does not answer in front of the app, so nothing can show the page")
+
+
+def test_several_hosts_behind_a_proxy_domain_tell_the_proxy_every_upstream_and_the_others_their_address(
+        settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_PROXY_DOMAIN", "app.example.com")
+    (tmp_path / "ssh_config").write_text("Host web2\n  HostName 10.0.0.12\nHost web3\n  HostName fd00::13\n"
+                                         "Host *\n  User deploy\n")
+    s = settings(REMOTE_HOSTS="web1 web2 web3", PORT="8000")
+    assert s.proxy_host == "web1"  # [proxy] host empty: the first
+    words = {name: shlex.split(Remote(s, name, "me@laptop").host_env(False)) for name in ("web1", "web2", "web3")}
+    assert "EDGE_UPSTREAMS=127.0.0.1:8000 10.0.0.12:8000 [fd00::13]:8000" in words["web1"]
+    assert not any(w.startswith(("BIND_HOST=", "EDGE_PROXY=")) for w in words["web1"])
+    assert {"EDGE_PROXY=web1", "BIND_HOST=10.0.0.12"} <= set(words["web2"])
+    assert {"EDGE_PROXY=web1", "BIND_HOST=fd00::13"} <= set(words["web3"])
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_PROXY_HOST", "web2")
+    s = settings(REMOTE_HOSTS="web1 web2 web3", PORT="8000")
+    assert "EDGE_UPSTREAMS=web1:8000 127.0.0.1:8000 [fd00::13]:8000" in shlex.split(Remote(s, "web2", "me").host_env(False))
+    assert {"EDGE_PROXY=web2", "BIND_HOST=web1"} <= set(shlex.split(Remote(s, "web1", "me").host_env(False)))
+
+
+def test_one_host_or_no_domain_has_no_edge_roles(settings, monkeypatch):
+    edge = ("EDGE_UPSTREAMS=", "EDGE_PROXY=", "BIND_HOST=")
+    s = settings(REMOTE_HOSTS="web1 web2")
+    assert s.proxy_host == "" and not any(w.startswith(edge) for w in shlex.split(Remote(s, "web2", "me").host_env(False)))
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_PROXY_DOMAIN", "app.example.com")
+    assert not any(w.startswith(edge) for w in shlex.split(remote(settings).host_env(False)))  # one host: as before
+
+
+def test_a_proxy_host_that_is_not_one_of_the_hosts_is_refused(settings, monkeypatch):
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_PROXY_DOMAIN", "app.example.com")
+    monkeypatch.setenv("{{ cookiecutter.package_name | upper }}_PROXY_HOST", "web9")
+    with pytest.raises(ShipError) as refused:
+        settings(REMOTE_HOSTS="web1 web2")
+    assert "[proxy] host of config/prod.ini is web9, which is not one of the hosts (web1 web2)" in str(refused.value)

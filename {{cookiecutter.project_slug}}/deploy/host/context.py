@@ -2,9 +2,11 @@
 lock, the history line and the clean-up that every command shares (Host.run)."""
 import argparse
 import errno
+import ipaddress
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import sys
@@ -33,6 +35,23 @@ def number(environ: dict, name: str, default: int | None) -> int | None:
     return int(value)
 
 
+HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def bind_address(value: str) -> str:
+    """BIND_HOST (several hosts behind the edge: this host's address that the proxy host
+    reaches it by), an IP address or a host name, or Failure: it goes into gunicorn's bind and
+    the unit's Environment= line."""
+    if not value:
+        return ""
+    try:
+        return ipaddress.ip_address(value).compressed
+    except ValueError:
+        if not HOST_NAME.fullmatch(value) or value.replace(".", "").isdigit():
+            raise Failure(f"BIND_HOST {value!r} is neither an IP address nor a host name") from None
+        return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the deploying machine passed in the environment (the Makefile's REMOTE_ENV)."""
@@ -57,6 +76,12 @@ class Settings:
     process: str = ""  # make logs PROCESS=NAME: a worker's or a job's log
     job: str = ""  # make run-job JOB=NAME
     jobs_here: bool = True  # several hosts: only the jobs host ([deploy] jobs_host) runs the jobs
+    # Several hosts behind the edge ([proxy] domain and host): on the proxy host, every host's
+    # gunicorn as it reaches it (EDGE_UPSTREAMS, checked by the edge helper); on the others,
+    # the proxy host's name (EDGE_PROXY) and this host's address that it reaches (BIND_HOST).
+    upstreams: tuple[str, ...] = ()
+    edge_proxy: str = ""
+    bind_host: str = ""
 
     @classmethod
     def from_environment(cls, environ: dict) -> "Settings":
@@ -78,7 +103,9 @@ class Settings:
             who=environ.get("DEPLOY_WHO") or "unknown", host_name=environ.get("REMOTE_HOST") or socket.gethostname(),
             lines=number(environ, "LINES", 100), follow=bool(environ.get("FOLLOW")),
             confirm=environ.get("CONFIRM") == "1", force=environ.get("FORCE") == "1", skip_release_command=bool(environ.get("SKIP_RELEASE_COMMAND")),
-            process=environ.get("PROCESS", ""), job=environ.get("JOB", ""), jobs_here=environ.get("JOBS") != "0")
+            process=environ.get("PROCESS", ""), job=environ.get("JOB", ""), jobs_here=environ.get("JOBS") != "0",
+            upstreams=tuple(environ.get("EDGE_UPSTREAMS", "").split()), edge_proxy=environ.get("EDGE_PROXY", ""),
+            bind_host=bind_address(environ.get("BIND_HOST", "")))
 
 
 def seconds(ms: float) -> str:
@@ -217,6 +244,8 @@ class Host:
                            f"{VARS}_CURRENT": str(self.current), f"{VARS}_LOCAL_CONFIG": str(self.shared / "local.ini")})
         if self.settings.port is not None:
             os.environ[f"{VARS}_SERVER_PORT"] = str(self.settings.port)
+        # gunicorn.conf.py binds this address too (several hosts: the proxy host reaches it there)
+        os.environ[f"{VARS}_BIND_HOST"] = self.settings.bind_host
 
     # --- one command, start to end ------------------------------------------------------------
 

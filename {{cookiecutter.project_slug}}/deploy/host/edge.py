@@ -7,6 +7,7 @@ its certificate with certbot (webroot, http-01); `make status` to show them.
 
     edge.py apply --domain app.example.com --tls acme --port 8000 [--email …] [--directory URL]
                   [--ca-bundle PATH] [--certificate PATH --private-key PATH] [--static-max-age S]
+                  [--retry-after S] [--upstream HOST:PORT …]   (several hosts: each one's gunicorn)
     edge.py maintenance on <PAGE     (the page, as bytes on stdin)   edge.py maintenance off
     edge.py status
 
@@ -18,6 +19,7 @@ nginx's test, the ACME server) leaves the running site as it was. Standard libra
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -69,6 +71,8 @@ DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/+-]*)?")
 PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
+HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+MAX_UPSTREAMS = 64
 CERT_LABELS = ("CERTIFICATE",)
 KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
 
@@ -79,6 +83,25 @@ class EdgeError(Exception):
 
 def under(path: str, top: str) -> bool:
     return os.path.normpath(path) == path and path.startswith(top.rstrip("/") + "/")
+
+
+def upstream(entry: str) -> str:
+    """ENTRY (HOST:PORT, an IPv6 address in brackets) as nginx's upstream server names it, or
+    EdgeError: the host an IP address or a host name, the port a number; nothing else reaches
+    the nginx config."""
+    host, colon, port = entry.rpartition(":")
+    if not colon or not port.isdigit() or not 1 <= int(port) <= 65535 or port != str(int(port)):
+        raise EdgeError(f"upstream {entry!r} is not HOST:PORT (a port between 1 and 65535)")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        if bracketed or not HOST_NAME.fullmatch(host) or host.replace(".", "").isdigit():
+            raise EdgeError(f"upstream {entry!r}: {host!r} is neither an IP address nor a host name") from None
+        return f"{host.lower()}:{int(port)}"
+    if address.version == 6 and not bracketed:
+        raise EdgeError(f"upstream {entry!r}: an IPv6 address goes in brackets ([{host}]:{port})")
+    return f"[{address.compressed}]:{int(port)}" if address.version == 6 else f"{address.compressed}:{int(port)}"
 
 
 def check(given: dict, app_dir: str) -> Request:
@@ -111,12 +134,23 @@ def check(given: dict, app_dir: str) -> Request:
     max_age = str(given.get("static_max_age") or "3600")
     if not (max_age.isdigit() and int(max_age) <= 10 * 365 * 86400):
         problems.append(f"static_max_age {max_age!r} is not a number of seconds (at most 10 years)")
+    retry_after = str(given.get("retry_after") or "300")
+    if not (retry_after.isdigit() and int(retry_after) <= 7 * 86400):
+        problems.append(f"retry_after {retry_after!r} is not a number of seconds (at most a week)")
+    upstreams = []
+    for entry in given.get("upstream") or []:
+        try:
+            upstreams.append(upstream(entry))
+        except EdgeError as exc:
+            problems.append(str(exc))
+    if len(upstreams) > MAX_UPSTREAMS:
+        problems.append(f"{len(upstreams)} upstreams: at most {MAX_UPSTREAMS}")
     if not PATH.fullmatch(app_dir) or os.path.normpath(app_dir) != app_dir:
         problems.append(f"the app's directory {app_dir!r} (edge.json) is not a plain absolute path")
     if problems:
         raise EdgeError("; ".join(problems))
     return Request(domain, tls, int(port), email, directory if tls == "acme" else "", **paths, static_root=app_dir,
-                   static_max_age=int(max_age))
+                   static_max_age=int(max_age), retry_after=int(retry_after), upstreams=tuple(upstreams))
 
 
 def read_nofollow(path: str, limit: int = 1 << 20) -> bytes:
@@ -300,7 +334,8 @@ def apply(request: Request) -> list[str]:
     elif request.tls == "own":
         own_certificate(request, changed)
     if install_site(SITE, render_site(request), f"the site for {request.domain}"):
-        changed.append(f"nginx site {SITE} ({request.tls}, to 127.0.0.1:{request.port})")
+        to = ", ".join(request.upstreams) if request.upstreams else f"127.0.0.1:{request.port}"
+        changed.append(f"nginx site {SITE} ({request.tls}, to {to})")
     if changed:
         reload_nginx()
     write_file(STATE / "applied.json", json.dumps(request.__dict__, sort_keys=True) + "\n")
@@ -359,8 +394,9 @@ def main(argv: list[str]) -> int:
     commands = top.add_subparsers(dest="command", required=True)
     given = commands.add_parser("apply")
     for name in ("domain", "tls", "port", "email", "directory", "ca-bundle", "certificate", "private-key",
-                 "static-max-age"):
+                 "static-max-age", "retry-after"):
         given.add_argument(f"--{name}", default="")
+    given.add_argument("--upstream", action="append", default=[])  # several hosts: each HOST:PORT
     commands.add_parser("maintenance").add_argument("mode", choices=("on", "off"))
     commands.add_parser("status")
     args = top.parse_args(argv)

@@ -18,7 +18,12 @@ ZONE = re.sub(r"[^A-Za-z0-9_]", "_", SLUG)  # nginx names (variables, zones) of 
 # path but /healthz answers 503 with it. The address is internal (error_page's only).
 MAINTENANCE_PAGE = STATE / "maintenance" / "page.html"
 MAINTENANCE_URI = f"/.{SLUG}-maintenance.html"
-RETRY_AFTER = 300  # seconds, in the 503's Retry-After
+RETRY_AFTER = 300  # seconds, in the 503's Retry-After ([proxy] maintenance_retry_after)
+# Several hosts: the passive health checks of `make nginx-conf` (deploy/nginx_conf.py): a host
+# that fails this often within the timeout is left out for that long, and a refused or timed
+# out request goes to the next host.
+MAX_FAILS, FAIL_TIMEOUT = 3, "10s"
+UPSTREAM = f"{ZONE}_edge"  # not make nginx-conf's upstream name: both may be installed
 
 @dataclass(frozen=True)
 class Request:
@@ -32,6 +37,10 @@ class Request:
     private_key: str = ""
     static_root: str = ""  # the app's directory: /static/ from its current, else previous, release
     static_max_age: int = 3600
+    retry_after: int = RETRY_AFTER
+    # several hosts: every host's gunicorn as the proxy host reaches it ("127.0.0.1:8000",
+    # "10.0.0.12:8000", "[fd00::12]:8000", "web2.internal:8000"); empty: 127.0.0.1:port alone
+    upstreams: tuple[str, ...] = ()
 
 
 def certificate_paths(request: Request) -> tuple[str, str]:
@@ -41,10 +50,26 @@ def certificate_paths(request: Request) -> tuple[str, str]:
     return str(STATE / "tls" / "fullchain.pem"), str(STATE / "tls" / "privkey.pem")
 
 
-def proxy_lines(port: int) -> list[str]:
+def upstream_lines(request: Request) -> list[str]:
+    """Several hosts: one upstream of them all, with the passive health checks (a single
+    server: none, nginx never leaves out its only server)."""
+    if len(request.upstreams) < 2:
+        return []
+    return ["upstream " + UPSTREAM + " {",  # no f-string: its doubled brace would open a Jinja tag
+            *(f"    server {server} max_fails={MAX_FAILS:d} fail_timeout={FAIL_TIMEOUT};" for server in request.upstreams),
+            "}", ""]
+
+
+def proxy_lines(request: Request) -> list[str]:
+    several = len(request.upstreams) > 1
+    one = request.upstreams[0] if request.upstreams else f"127.0.0.1:{request.port:d}"
+    to = f"http://{UPSTREAM if several else one}"
     return [
         "    location / {",
-        f"        proxy_pass http://127.0.0.1:{port:d};",
+        f"        proxy_pass {to};",
+        # a host that refuses, times out or answers 502/503/504: the next one (an idempotent request)
+        *(["        proxy_next_upstream error timeout http_502 http_503 http_504;",
+           "        proxy_connect_timeout 2s;"] if several else []),
         "        proxy_http_version 1.1;",
         '        proxy_set_header Connection "";',
         "        proxy_set_header Host $host;",
@@ -55,7 +80,7 @@ def proxy_lines(port: int) -> list[str]:
     ]
 
 
-def maintenance_lines(https: bool) -> list[str]:
+def maintenance_lines(https: bool, retry_after: int = RETRY_AFTER) -> list[str]:
     """503 and the maintenance page on every path but /healthz while the page exists: nginx
     checks at each request, so neither make maintenance nor make live reloads anything, and
     a deploy (which writes this site again) or a reboot leaves the mode as it was."""
@@ -72,7 +97,7 @@ def maintenance_lines(https: bool) -> list[str]:
         f"        alias {MAINTENANCE_PAGE};",
         "        default_type text/html;",
         "        charset utf-8;",
-        f"        add_header Retry-After {RETRY_AFTER} always;",
+        f"        add_header Retry-After {retry_after:d} always;",
         '        add_header Cache-Control "no-store" always;',
         *([f'        add_header Strict-Transport-Security "{HSTS}" always;'] if https else []),
         "    }",
@@ -107,11 +132,12 @@ def render_site(request: Request) -> str:
                  "    }"]
     head = [f"# {SLUG}'s site, written by its edge helper at every deploy: do not edit (make deploy writes it).", ""]
     if request.tls == "off":
-        return "\n".join([*head, "server {", "    listen 80;", name, *maintenance_lines(False), *challenge,
-                          *static_lines(request, False), *proxy_lines(request.port), "}", ""])
+        return "\n".join([*head, *upstream_lines(request), "server {", "    listen 80;", name,
+                          *maintenance_lines(False, request.retry_after), *challenge,
+                          *static_lines(request, False), *proxy_lines(request), "}", ""])
     certificate, key = certificate_paths(request)
     return "\n".join([
-        *head,
+        *head, *upstream_lines(request),
         "server {", "    listen 80;", name, *challenge,
         "    location / {", f"        return 301 https://{request.domain}$request_uri;", "    }", "}", "",
         "server {", "    listen 443 ssl;", name,
@@ -119,7 +145,7 @@ def render_site(request: Request) -> str:
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         f"    ssl_session_cache shared:{ZONE}_tls:10m;",
         f'    add_header Strict-Transport-Security "{HSTS}" always;',
-        *maintenance_lines(True), *static_lines(request, True), *proxy_lines(request.port), "}", "",
+        *maintenance_lines(True, request.retry_after), *static_lines(request, True), *proxy_lines(request), "}", "",
     ])
 
 

@@ -29,9 +29,9 @@ USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGES = (("nginx", "nginx"), ("certbot", "certbot"), ("sudo", "sudo"))
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_KEYS = ("domain", "tls", "acme_email", "acme_directory", "acme_ca_bundle", "certificate", "private_key",
-              "static_max_age")
+              "static_max_age", "maintenance_retry_after")
 HELPER_FLAGS = ("--domain", "--tls", "--email", "--directory", "--ca-bundle", "--certificate", "--private-key",
-                "--static-max-age")
+                "--static-max-age", "--retry-after")
 
 
 # --- make setup-host, as root -----------------------------------------------------------------
@@ -229,6 +229,10 @@ def apply_edge(host: Host, release: str) -> None:
     proxy = release_proxy(host, release)
     if not proxy.get("domain"):
         return
+    if host.settings.edge_proxy:  # several hosts: another one holds the site and balances over this one
+        host.say(f"  edge: the site and certificate of {proxy['domain']} are on {host.settings.edge_proxy}; gunicorn "
+                 f"here answers it on {host.settings.bind_host}:{host.settings.port}")
+        return
     if not HELPER.exists():
         user = "deploy" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
         raise Failure(f"[proxy] domain is {proxy['domain']}, but this host has no edge helper ({HELPER}): run "
@@ -236,6 +240,7 @@ def apply_edge(host: Host, release: str) -> None:
     if host.settings.port is None:
         raise Failure("PORT is not set: the nginx site needs gunicorn's port")
     words = [word for flag, key in zip(HELPER_FLAGS, PROXY_KEYS) for word in (flag, proxy[key])]
+    words += [word for upstream in host.settings.upstreams for word in ("--upstream", upstream)]
     said = subprocess.run(helper_argv("apply", *words, "--port", str(host.settings.port)), capture_output=True,
                           text=True, check=False, stdin=subprocess.DEVNULL)
     for line in said.stdout.splitlines():
@@ -266,6 +271,10 @@ def open_to_nginx(host: Host) -> None:
 
 
 def edge_status(host: Host) -> None:
+    if host.settings.edge_proxy:
+        host.say(f"proxy: behind the nginx of {host.settings.edge_proxy} (its make status shows the certificate), "
+                 f"gunicorn on {host.settings.bind_host}:{host.settings.port}")
+        return
     if not HELPER.exists():
         return
     said = subprocess.run(helper_argv("status"), capture_output=True, text=True, check=False,

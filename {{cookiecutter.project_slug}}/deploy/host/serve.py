@@ -45,7 +45,7 @@ def units(host: Host) -> Units:
     return Units(DIST, s.env, str(host.app), host.service.unit,
                  host.service.kind, host.service.app_user, "" if s.port is None else str(s.port), s.python,
                  str(s.log_max_kb), str(s.log_keep), s.boot_timeout, s.stop_timeout,
-                 str(s.memory_max_kb or ""), str(s.tasks_max or ""))
+                 str(s.memory_max_kb or ""), str(s.tasks_max or ""), s.bind_host)
 
 
 def write_unit(host: Host) -> None:

@@ -93,6 +93,7 @@ class Units:
     stop_timeout: int = 30
     memory_max_kb: str = ""  # [deploy] memory_max; empty: no limit
     tasks_max: str = ""  # [deploy] tasks_max; empty: systemd's default
+    bind_host: str = ""  # several hosts behind the edge: the address the proxy host reaches (checked)
     systemd_version: int = 0  # the host's (RestartSteps= needs 254)
 
     def common(self) -> list[str]:
@@ -105,7 +106,8 @@ class Units:
         set those up only in a user namespace of its own, which some hosts refuse (Ubuntu's
         AppArmor restriction, a sysctl): there the unit would not start at all."""
         environment = (f"APP_DIR={self.app_dir} APP_ENV={self.env} PORT={self.port} PYTHON={self.python} "
-                       f"LOG_MAX_KB={self.log_max_kb} LOG_KEEP={self.log_keep}")
+                       f"LOG_MAX_KB={self.log_max_kb} LOG_KEEP={self.log_keep}"
+                       + (f" BIND_HOST={self.bind_host}" if self.bind_host else ""))
         lines = [f"Environment={environment}", "UMask=0077"]
         if self.kind == "system":
             home = "read-only" if self.app_dir.startswith(("/home/", "/root/")) else "yes"

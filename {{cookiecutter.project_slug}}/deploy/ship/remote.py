@@ -67,6 +67,45 @@ def app_dir(directory: str, user: str) -> str:
     return f"/srv/{directory}" if user == "root" and not directory.startswith("/") else directory
 
 
+ADDRESSES: dict[tuple[str, ...], str] = {}
+
+
+def address(settings: Settings, host: str) -> str:
+    """The address ssh connects to for HOST (`ssh -G`: its configuration, no connection),
+    as make nginx-conf and the edge's upstream use it: where the proxy reaches the host."""
+    argv = ["ssh", "-G", *(["-p", settings["SSH_PORT"]] if settings["SSH_PORT"] else []),
+            *shlex.split(settings["SSH_OPTS"]), "--",
+            f"{settings['REMOTE_USER']}@{host}" if settings["REMOTE_USER"] else host]
+    if tuple(argv) not in ADDRESSES:
+        try:
+            said = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ShipError(message("no_address", host=host, why=exc), 1) from None
+        found = [line.split(" ", 1)[1] for line in said.stdout.splitlines() if line.startswith("hostname ")]
+        if said.returncode != 0 or not found:
+            raise ShipError(message("no_address", host=host, why=said.stderr.strip()), 1)
+        ADDRESSES[tuple(argv)] = found[0]
+    return ADDRESSES[tuple(argv)]
+
+
+def edge_words(settings: Settings, host: str) -> dict[str, str]:
+    """Several hosts behind a [proxy] domain: the proxy host gets every host's gunicorn as it
+    reaches it (its own on 127.0.0.1, the others at their addresses); each other host, the
+    proxy host's name and its own address to bind. One host: nothing (the edge as before)."""
+    proxy, port = settings.proxy_host, settings["PORT"]
+    if not proxy:
+        return {}
+    if host != proxy:
+        return {"EDGE_PROXY": proxy, "BIND_HOST": address(settings, host)}
+
+    def where(name: str) -> str:
+        found = address(settings, name)
+        return f"[{found}]" if ":" in found else found
+    return {"EDGE_UPSTREAMS": " ".join(f"127.0.0.1:{port}" if name == proxy else f"{where(name)}:{port}"
+                                       for name in settings.hosts)}
+
+
 class Remote:
     def __init__(self, settings: Settings, host: str, who: str, prefix: str = ""):
         self.settings, self.host, self.who, self.prefix = settings, host, who, prefix
@@ -104,6 +143,7 @@ class Remote:
                 words[host_name] = self.settings[name]
         if self.settings.hosts:  # several: the jobs run on one of them
             words["JOBS"] = "1" if self.host == self.settings.jobs_host else "0"
+        words.update(edge_words(self.settings, self.host))
         words.update(env or {})
         if report:
             words["REPORT"] = "json"

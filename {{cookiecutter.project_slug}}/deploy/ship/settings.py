@@ -64,6 +64,14 @@ class Settings:
         return self.setting("deploy", "jobs_host") or (self.hosts[0] if self.hosts else "")
 
     @property
+    def proxy_host(self) -> str:
+        """Of several hosts behind a [proxy] domain, the one with the certificate and the nginx
+        site, balancing over them all: [proxy] host, else the first; "" without several hosts or a domain."""
+        if not (self.hosts and self.setting("proxy", "domain")):
+            return ""
+        return self.setting("proxy", "host") or self.hosts[0]
+
+    @property
     def env(self) -> str:
         return self.values["APP_ENV"]
 
@@ -109,6 +117,9 @@ def read(project: Project, environ: dict[str, str], goal: str) -> Settings:
     if settings.hosts and settings.jobs_host not in settings.hosts:
         found.append(f"[deploy] jobs_host of config/{env}.ini is {settings.jobs_host}, which is not one of the hosts "
                      f"({' '.join(settings.hosts)})")
+    if settings.proxy_host and settings.proxy_host not in settings.hosts:
+        found.append(f"[proxy] host of config/{env}.ini is {settings.proxy_host}, which is not one of the hosts "
+                     f"({' '.join(settings.hosts)}): the proxy host balances over them and is one of them")
     for host in settings.hosts[1:]:
         found += variables.problems({"REMOTE_HOST": host}, goal)
     if found:

@@ -14,7 +14,7 @@ from pathlib import Path
 import nginx_conf  # deploy/nginx_conf.py
 from ship import fleet, local, plan
 from ship.messages import ShipError, message
-from ship.remote import Remote, deploy_who, say
+from ship.remote import Remote, address, deploy_who, say
 from ship.settings import Settings
 
 SETTING = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*")
@@ -132,15 +132,7 @@ def write_nginx_conf(settings: Settings, names: list[str]) -> int:
     if not nginx_conf.LISTEN.fullmatch(s["NGINX_PORT"]):
         raise ShipError(message("bad_nginx_port", port=s["NGINX_PORT"]))
     who = deploy_who()
-    addresses = []
-    for name in names:
-        remote = Remote(s, name, who)
-        said = subprocess.run(["ssh", *remote.options(), "-G", "--", remote.target], capture_output=True, text=True,
-                              check=False)
-        found = [line.split(" ", 1)[1] for line in said.stdout.splitlines() if line.startswith("hostname ")]
-        if said.returncode != 0 or not found:
-            raise ShipError(message("no_address", host=name, why=said.stderr.strip()), 1)
-        addresses.append(found[0])
+    addresses = [address(s, name) for name in names]
     home = ""
     if not s["STATIC_ROOT"] and not s["REMOTE_DIR"].startswith("/"):
         remote = Remote(s, names[0], who)
@@ -172,13 +164,25 @@ def hold(settings: Settings, remote: Remote) -> int:
     return remote.run("lock", settings["MESSAGE"]).status
 
 
-@target("maintenance")
-def maintenance(settings: Settings, remote: Remote) -> int:
+def edge_host(settings: Settings, names: list[str]) -> Remote:
+    """Where make maintenance and make live go: the proxy host of several, else the one host."""
+    if settings.proxy_host:
+        say(f"==> {settings.proxy_host} (the proxy host: its nginx answers for every host)")
+    return Remote(settings, settings.proxy_host or names[0], deploy_who())
+
+
+@target("maintenance", "rollout")
+def maintenance(settings: Settings, names: list[str]) -> int:
     """make maintenance MESSAGE="…": the message goes to the host as data (it checks and escapes it)."""
     if not settings.setting("proxy", "domain"):
         raise ShipError(f"make maintenance needs a [proxy] domain (config/{settings.env}.ini has none): without one, "
                         "nginx does not answer in front of the app, so nothing can show the page")
-    return remote.run("maintenance", settings["MESSAGE"]).status
+    return edge_host(settings, names).run("maintenance", settings["MESSAGE"]).status
+
+
+@target("live", "rollout")
+def live(settings: Settings, names: list[str]) -> int:
+    return edge_host(settings, names).run("live").status
 
 
 @target("setup-host")

@@ -232,6 +232,14 @@ def _host_path(raw: str) -> str:
     return os.path.normpath(value) if value else value
 
 
+def _one_host(raw: str) -> str:
+    """One of the rollout's hosts as REMOTE_HOSTS names it (a name, an ssh alias or an address), or empty."""
+    value = raw.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:@\[\]-]+", value):
+        raise ValueError(f"{value!r} is not one host (a name or address as REMOTE_HOSTS gives it; empty: the first)")
+    return value
+
+
 def proxy_errors(proxy: Mapping[str, Any], origins: Mapping[tuple[str, str], str]) -> list[str]:
     """What [proxy] needs beyond each key's own check: own TLS names its files, acme needs none."""
     if not proxy["domain"]:
@@ -285,7 +293,8 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
     },
     "proxy": {"domain": _domain, "tls": _tls,
               "acme_email": _email, "acme_directory": _https_url, "acme_ca_bundle": _host_path,
-              "certificate": _host_path, "private_key": _host_path, "static_max_age": _int(0)},
+              "certificate": _host_path, "private_key": _host_path, "static_max_age": _int(0),
+              "host": _one_host, "maintenance_retry_after": _int(0, 7 * 86400)},
 {%- if cookiecutter.database != "none" %}
     "database": {"url": _database_url},
 {%- endif %}

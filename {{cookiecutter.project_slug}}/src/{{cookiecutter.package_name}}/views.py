@@ -3,6 +3,7 @@ every response carries."""
 from __future__ import annotations
 
 import io
+import socket
 
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request
 {%- if cookiecutter.database != "none" %}
@@ -66,4 +67,5 @@ def healthz():
         status="ok",
         version=current_app.config["VERSION"],
         release=current_app.config["RELEASE_ID"],
+        host=socket.gethostname(),  # several hosts behind one proxy: which one answered
     )
