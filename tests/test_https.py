@@ -8,13 +8,11 @@ The server is booted once for the module and the tests run in file order: setup-
 """
 from __future__ import annotations
 
-import http.client
 import json
 import re
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 from conftest import missing
 from harness import acme
 from harness.app import make, stage, wait_for
+from harness.https_load import HttpsLoad
 from harness.systemd import EDGE_PACKAGES, SystemdServer, unavailable
 
 SUITE, INDEX, PORT = "bookworm", 20, 8000
@@ -62,59 +61,6 @@ class Edge:
         for key, value in values.items():
             text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
         self.ini.write_text(text)
-
-
-class Load:
-    """Threads fetching https://DOMAIN/ from the server, each request on a new TLS connection
-    verified against pebble's root, until the block ends: every request that does not answer
-    200 with the page is a failure (kept with its reason)."""
-
-    def __init__(self, edge: Edge, threads: int = 4, path: str = "/") -> None:
-        self.context = ssl.create_default_context(cafile=str(edge.root))
-        self.address, self.path, self.threads = edge.server.address, path, threads
-        self.requests, self.failures, self.seconds = 0, [], 0.0
-        self.done, self.lock = threading.Event(), threading.Lock()
-
-    def one(self) -> str:
-        """'' for a good answer, else why not."""
-        conn = http.client.HTTPSConnection(DOMAIN, 443, timeout=10, context=self.context)
-        conn._create_connection = lambda _address, *args, **kwargs: socket.create_connection(  # DOMAIN is the server
-            (self.address, 443), *args, **kwargs)
-        try:
-            conn.request("GET", self.path)
-            response = conn.getresponse()
-            body = response.read()
-            return "" if response.status == 200 and body.strip() else f"{response.status}: {body[:80]!r}"
-        except (OSError, http.client.HTTPException) as exc:
-            return f"{type(exc).__name__}: {exc}"
-        finally:
-            conn.close()
-
-    def loop(self) -> None:
-        while not self.done.is_set():
-            why = self.one()
-            with self.lock:
-                self.requests += 1
-                if why:
-                    self.failures.append(why)
-
-    def __enter__(self) -> Load:
-        assert self.one() == ""  # serving before the load starts
-        self.started = time.monotonic()
-        self.workers = [threading.Thread(target=self.loop, daemon=True) for _ in range(self.threads)]
-        for worker in self.workers:
-            worker.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-        for worker in self.workers:
-            worker.join(15)
-        self.seconds = time.monotonic() - self.started
-
-    def summary(self) -> str:
-        return (f"{self.requests} requests over HTTPS in {self.seconds:.1f}s ({self.requests / self.seconds:.0f}/s, "
-                f"{self.threads} threads, a TLS handshake each), {len(self.failures)} failed")
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +158,7 @@ def test_make_status_shows_the_domain_and_the_certificates_expiry(edge):
 
 def test_a_redeploy_under_https_load_keeps_the_site_and_the_certificate_and_fails_no_request(edge):
     site = (edge.server.root / SITE).read_text()
-    with Load(edge) as load:
+    with HttpsLoad(edge.root, edge.server.address, DOMAIN) as load:
         time.sleep(1)
         again = edge.make("deploy").stdout
         time.sleep(1)
@@ -345,7 +291,7 @@ def test_a_renewal_by_certbot_under_https_load_is_served_after_its_hook_reloads_
     assert shown == f"Environment=REQUESTS_CA_BUNDLE=/etc/{SLUG}-edge/acme-ca.pem", shown
     # as its timer runs it (Debian's certbot.service), forced: a renewal is not due for months
     renew = "certbot -q renew --no-random-sleep-on-renew --force-renewal"
-    with Load(edge) as load:
+    with HttpsLoad(edge.root, edge.server.address, DOMAIN) as load:
         edge.server.ssh(f"env {shown.partition('=')[2]} {renew} --cert-name {DOMAIN}", timeout=120)
         wait_for(lambda: serial(edge) != before, 10, "the renewed certificate served")
         time.sleep(1)

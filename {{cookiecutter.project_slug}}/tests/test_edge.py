@@ -299,3 +299,19 @@ def test_a_host_behind_the_proxy_binds_its_address_in_its_unit_too():
     units = systemd.Units("my-app", "prod", "/srv/app", "my-app-prod-1", "user", "my-app", "8000", "python3", "51200", "5",
                           bind_host="10.0.0.12")
     assert units.common()[0].endswith(" LOG_KEEP=5 BIND_HOST=10.0.0.12")
+
+
+def test_a_host_behind_the_proxy_keeps_its_place_for_commands_given_no_edge_words(tmp_path):
+    from host.context import Host, Settings
+    (tmp_path / "state").mkdir()
+    Host(Settings(app_dir=tmp_path, edge_proxy="web1", bind_host="10.0.0.12"), "deploy").record_edge()
+    alone = Host(Settings(app_dir=tmp_path), "start")  # make start REMOTE_HOST=web2
+    alone.recorded_edge()
+    assert (alone.settings.edge_proxy, alone.settings.bind_host) == ("web1", "10.0.0.12")
+    told = Host(Settings(app_dir=tmp_path, edge_proxy="web3", bind_host="10.0.0.13"), "deploy")
+    told.recorded_edge()  # what the deploy program says wins
+    assert (told.settings.edge_proxy, told.settings.bind_host) == ("web3", "10.0.0.13")
+    Host(Settings(app_dir=tmp_path, upstreams=("127.0.0.1:8000", "10.0.0.13:8000")), "deploy").record_edge()
+    assert Host(Settings(app_dir=tmp_path), "start").edge_record() == ("", "")  # now the proxy host itself
+    (tmp_path / "state" / "edge.json").write_text('{"proxy": "web1", "bind": "x; rm -rf /"}')
+    assert Host(Settings(app_dir=tmp_path), "start").edge_record() == ("", "")  # checked as BIND_HOST is

@@ -11,7 +11,7 @@ import shutil
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from host import VARS, safe
@@ -238,6 +238,36 @@ class Host:
             raise Failure(f"no release is current on this host yet: {what}")
         return release
 
+    EDGE_RECORD = "edge.json"  # in state/: this host's place behind a proxy host, from its last deploy
+
+    def recorded_edge(self) -> None:
+        """A command given no edge words (make start REMOTE_HOST=web2, a reboot's unit) keeps
+        the place the last deploy with REMOTE_HOSTS gave this host behind the proxy host: its
+        gunicorn still binds the address that host reaches. A deploy with REMOTE_HOSTS sets it
+        again (the proxy host's own clears it)."""
+        s = self.settings
+        if s.upstreams or s.edge_proxy or s.bind_host:
+            return
+        proxy, bind = self.edge_record()
+        if proxy and bind:
+            self.settings = replace(s, edge_proxy=proxy, bind_host=bind)
+
+    def edge_record(self) -> tuple[str, str]:
+        """The recorded proxy host and bind address, ("", "") when there is none."""
+        try:
+            recorded = json.loads((safe.read_text(self.state, self.EDGE_RECORD) if self.state.is_dir() else "") or "{}")
+            return str(recorded.get("proxy", "")), bind_address(str(recorded.get("bind", "")))
+        except (OSError, ValueError, AttributeError, Failure, safe.Unsafe):
+            return "", ""
+
+    def record_edge(self) -> None:
+        s = self.settings
+        if s.edge_proxy and s.bind_host:
+            safe.write_text(self.state, self.EDGE_RECORD, json.dumps({"proxy": s.edge_proxy, "bind": s.bind_host}) + "\n",
+                            0o644)
+        elif s.upstreams:
+            safe.unlink(self.state, self.EDGE_RECORD)
+
     def app_environment(self) -> None:
         """What the app and gunicorn.conf.py read: its environment, shared dir and config."""
         os.environ.update({f"{VARS}_ENV": self.settings.env, f"{VARS}_SHARED_DIR": str(self.shared),
@@ -254,6 +284,7 @@ class Host:
         try:
             self.make_dirs()
             self.locate(Path(os.path.realpath(self.app)))
+            self.recorded_edge()
             self.app_environment()
             self.service = Service.detect(self.app, self.settings.env, self.settings.host_name, unit_only=cmd.name in (
                 "exec_master", "rotate_logs", "exec_worker", "exec_job"))

@@ -122,6 +122,7 @@ def running_port(host: Host) -> int | None:
 
 def record_port(host: Host) -> None:
     safe.write_text(host.state, "port", f"{host.settings.port}\n", 0o644)
+    host.record_edge()  # and its place behind a proxy host, if any
 
 
 def use_running_port(host: Host) -> None:
@@ -370,6 +371,17 @@ def handover(host: Host, release: str) -> None:
         # over into it: stop it and let the unit start the release (a short restart).
         host.say(f"  moving the app from a detached gunicorn (pid {old}) into {host.service.unit}.service: "
                  "a short restart")
+        stop_pid(old, host.settings.stop_timeout, host.say)
+        start_fresh(host, release)
+        return
+    was = host.edge_record()[1]
+    if was != host.settings.bind_host:
+        # A new master inherits the old one's sockets and binds nothing else: a new address
+        # (this host now behind a proxy host, or no longer) needs a fresh start. The proxy
+        # host's passive checks send the requests to the other hosts meanwhile.
+        host.say(f"  gunicorn's addresses change ({was or 'none'} to {host.settings.bind_host or 'none'} beside "
+                 "127.0.0.1): a fresh start, not a hand-over")
+        stop_service(host)
         stop_pid(old, host.settings.stop_timeout, host.say)
         start_fresh(host, release)
         return
