@@ -30,6 +30,7 @@ SLUG = "my-flask-app"
 HELPER = f"/usr/local/lib/{SLUG}-edge/edge.py"
 SITE = f"etc/nginx/conf.d/{SLUG}.conf"
 CA_BUNDLE = "/usr/local/share/ca-certificates/cfd-test-acme.crt"
+RETRY_AFTER = 120  # [proxy] maintenance_retry_after: not the default 300
 TIMINGS: list[str] = []
 
 
@@ -59,7 +60,7 @@ class Edge:
     def set_proxy(self, **values: str) -> None:
         text = self.ini.read_text()
         for key, value in values.items():
-            text = re.sub(rf"^{key} = .*$", f"{key} = {value}", text, flags=re.M)
+            text = re.sub(rf"^{key} =.*$", f"{key} = {value}", text, flags=re.M)
         self.ini.write_text(text)
 
 
@@ -82,7 +83,8 @@ def edge(tmp_path_factory, baked_project):
             project = baked_project
             ini = project / "config" / "staging.ini"
             ini.write_text(ini.read_text() + f"\n[proxy]\ndomain = {DOMAIN}\nacme_directory = {ca.directory}\n"
-                           f"acme_ca_bundle = {CA_BUNDLE}\nacme_email = ops@example.com\n")
+                           f"acme_ca_bundle = {CA_BUNDLE}\nacme_email = ops@example.com\n"
+                           f"maintenance_retry_after = {RETRY_AFTER}\ntls = acme\ncertificate =\nprivate_key =\n")
             yield Edge(server, ca, project, root)
     finally:
         server.stop()
@@ -181,7 +183,7 @@ def in_maintenance(edge, path: str = "/", *args: str) -> bool:
     head, body = answer(edge, path, *args)
     if not re.match(r"HTTP/\S+ 503", head):
         return False
-    assert re.search(r"^retry-after: 300\r?$", head, re.M | re.I), head
+    assert re.search(rf"^retry-after: {RETRY_AFTER}\r?$", head, re.M | re.I), head
     assert re.search(r"^strict-transport-security: max-age=31536000\r?$", head, re.M | re.I), head
     assert "Back at 14:00 &lt;b&gt;UTC&lt;/b&gt; &amp; &quot;soon&quot;" in body and "<b>" not in body, body
     return True
@@ -316,3 +318,63 @@ def test_a_refused_acme_order_fails_the_deploy_and_the_old_site_serves(edge):
     assert (edge.server.root / SITE).read_text() == site
     assert not (edge.server.root / f"etc/nginx/conf.d/{SLUG}-acme.conf").exists()
     assert edge.https_ok() == before  # the same release, through the same site
+
+
+def own_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA of the test's own and a certificate for DOMAIN it signs: (ca.pem, chain.pem, key.pem)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "key.pem", "cert.csr", "chain.pem"))
+    run = lambda *argv: subprocess.run(["openssl", *argv], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=cfd test own CA", "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={DOMAIN}",
+        "-keyout", str(key), "-out", str(csr))
+    (directory / "san.cnf").write_text(f"subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
+        "-extfile", str(directory / "san.cnf"), "-out", str(cert))
+    return ca, cert, key
+
+
+def test_tls_own_serves_the_users_certificate_from_the_apps_directory(edge, tmp_path):
+    ca, chain, key = own_certificate(tmp_path / "own")
+    tls = f"/home/{USER}/apps/{SLUG}/shared/tls"  # on the host, the deploy user's
+    for name, source in (("chain.pem", chain), ("key.pem", key)):
+        edge.server.ssh(f"umask 077 && mkdir -p {tls} && cat >{tls}/{name}", user=USER, input=source.read_text())
+    edge.set_proxy(tls="own", certificate=f"{tls}/chain.pem", private_key=f"{tls}/key.pem")
+    try:
+        deployed = edge.make("deploy").stdout
+        assert f"edge: certificate and key for {DOMAIN} copied to /etc/{SLUG}-edge/tls" in deployed, deployed
+        assert f"edge: nginx site /{SITE} (own, to 127.0.0.1:{PORT})" in deployed, deployed
+        head, body = answer(edge, "/healthz", "--cacert", str(ca))  # verified against the test's own CA
+        assert re.match(r"HTTP/\S+ 200", head) and json.loads(body)["status"] == "ok", head
+        assert re.search(r"^strict-transport-security: max-age=31536000\r?$", head, re.M | re.I), head
+        assert edge.curl(f"https://{DOMAIN}/healthz", "-f").returncode != 0  # no longer pebble's certificate
+        redirect = edge.curl(f"http://{DOMAIN}/a?b=1", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}")
+        assert redirect.stdout == f"301 https://{DOMAIN}/a?b=1", redirect
+        status = edge.make("status").stdout
+        assert re.search(rf"^proxy: https://{DOMAIN}/ \(tls own, certificate expires .+ GMT\)$", status, re.M), status
+    finally:
+        edge.set_proxy(tls="acme", certificate="", private_key="")
+
+
+def test_tls_off_is_plain_http_through_nginx_without_a_redirect_or_hsts(edge):
+    edge.set_proxy(tls="off")
+    try:
+        deployed = edge.make("deploy").stdout
+        assert f"edge: nginx site /{SITE} (off, to 127.0.0.1:{PORT})" in deployed, deployed
+        said = edge.curl(f"http://{DOMAIN}/healthz", "-f", "-D", "-")
+        head, _, body = said.stdout.replace("\r\n", "\n").partition("\n\n")
+        assert said.returncode == 0 and re.match(r"HTTP/\S+ 200", head), said
+        assert "strict-transport-security" not in head.lower(), head
+        assert json.loads(body)["status"] == "ok"
+        page = edge.curl(f"http://{DOMAIN}/", "-o", "/dev/null", "-w", "%{http_code}")
+        assert page.stdout == "200", page  # not a redirect
+        with pytest.raises(ConnectionRefusedError):  # nothing on 443
+            socket.create_connection((edge.server.address, 443), timeout=3).close()
+        with pytest.raises(ConnectionRefusedError):  # and gunicorn still on 127.0.0.1 alone
+            socket.create_connection((edge.server.address, PORT), timeout=3).close()
+        assert re.search(rf"^proxy: http://{DOMAIN}/ \(tls off\)$", edge.make("status").stdout, re.M)
+    finally:
+        edge.set_proxy(tls="acme")
+    edge.make("deploy")  # back to the certificate it has (same directory: no new order)
+    edge.https_ok()

@@ -286,7 +286,8 @@ def edge_status(host: Host) -> None:
         return
     if answer.get("domain"):
         expires = answer.get("certificate_expires")
-        host.say(f"proxy: https://{answer['domain']}/ (tls {answer['tls']}"
+        scheme = "http" if answer["tls"] == "off" else "https"
+        host.say(f"proxy: {scheme}://{answer['domain']}/ (tls {answer['tls']}"
                  + (f", certificate expires {expires})" if expires else ")"))
         since = answer.get("maintenance")
         host.say(f"maintenance: on since {since} (make live ends it)" if since else "maintenance: off")
