@@ -106,10 +106,12 @@ def edges(tmp_path_factory):
         print("\n" + "\n".join(TIMINGS))
 
 
-def test_the_servers_reach_each_other_at_their_own_addresses(edges):
+def test_the_servers_reach_each_other_at_their_own_addresses_and_both_the_acme_ca(edges):
+    port = int(edges.ca.directory.split(":")[2].split("/")[0])
     for server, other in ((edges.proxy, edges.other), (edges.other, edges.proxy)):
-        python = f"import socket; socket.create_connection(('{other.address}', 22), timeout=3).close()"
-        server.ssh(f"python3 -c {shlex.quote(python)}")
+        for address, to in ((other.address, 22), (edges.proxy.gateway, port)):
+            python = f"import socket; socket.create_connection(('{address}', {to}), timeout=3).close()"
+            server.ssh(f"python3 -c {shlex.quote(python)}")
 
 
 def test_setup_host_on_both_then_one_rollout_serves_https_from_both_hosts(edges):
@@ -132,9 +134,6 @@ def test_setup_host_on_both_then_one_rollout_serves_https_from_both_hosts(edges)
 
 
 def test_the_proxy_hosts_gunicorn_binds_loopback_and_the_others_their_address_too(edges):
-    def listening(server: SystemdServer) -> list[str]:
-        said = server.ssh(f"ss -ltnH 'sport = :{PORT}'").stdout
-        return sorted(line.split()[3] for line in said.splitlines())
     assert listening(edges.proxy) == [f"127.0.0.1:{PORT}"]
     assert listening(edges.other) == sorted([f"127.0.0.1:{PORT}", f"{edges.other.address}:{PORT}"])
     with pytest.raises(ConnectionRefusedError):
@@ -185,3 +184,36 @@ def test_maintenance_and_live_go_to_the_proxy_host(edges):
         live = edges.make("live").stdout
     assert "edge: maintenance off" in live, live
     assert edges.curl(f"https://{DOMAIN}/", "-f", "-o", "/dev/null").returncode == 0
+
+
+def listening(server: SystemdServer) -> list[str]:
+    said = server.ssh(f"ss -ltnH 'sport = :{PORT}'").stdout
+    return sorted(line.split()[3] for line in said.splitlines())
+
+
+def test_moving_the_proxy_to_the_other_host_restarts_both_and_fails_no_request_through_the_old_one(edges):
+    """[proxy] host = edge2: edge1 now binds its address too, edge2 127.0.0.1 alone, and each
+    restarts (a hand-over keeps the old sockets) while edge1's nginx, still in front, fails
+    no request. The DNS (pebble's) points the domain at edge2, which orders its certificate."""
+    edges.ca.point(DOMAIN, edges.other.address)
+    ini = edges.project / "config" / "staging.ini"
+    saved = ini.read_text()
+    ini.write_text(saved + "host = edge2\n")  # [proxy] is the file's last section
+    try:
+        with edges.load() as load:  # through edge1's nginx, the old proxy host's
+            time.sleep(1)
+            moved = edges.make("deploy").stdout
+            time.sleep(1)
+    finally:
+        ini.write_text(saved)
+    TIMINGS.append(f"the proxy moved to edge2, under load through edge1's nginx: {load.summary()}")
+    assert load.failures == [] and load.requests > 20, load.summary() + "\n" + "\n".join(load.failures[:10])
+    assert (f"[edge1]   gunicorn's addresses change (none to {edges.proxy.address} beside 127.0.0.1): a fresh "
+            "start, not a hand-over") in moved, moved
+    assert f"[edge2]   gunicorn's addresses change ({edges.other.address} to none beside 127.0.0.1)" in moved, moved
+    assert f"[edge2]   edge: certificate for {DOMAIN} from {edges.ca.directory}" in moved, moved
+    assert listening(edges.proxy) == sorted([f"127.0.0.1:{PORT}", f"{edges.proxy.address}:{PORT}"])
+    assert listening(edges.other) == [f"127.0.0.1:{PORT}"]
+    with HttpsLoad(edges.root, edges.other.address, DOMAIN, path="/healthz") as through_edge2:
+        time.sleep(2)
+    assert through_edge2.failures == [] and set(through_edge2.hosts) == {"edge1", "edge2"}, through_edge2.summary()

@@ -357,10 +357,13 @@ class SystemdServer:
 def link(first: SystemdServer, second: SystemdServer) -> None:
     """Let two running servers reach each other at their own addresses (a proxy host and the
     hosts behind it): a veth pair straight between their namespaces, with a route to the other's
-    address over it. Nothing on this machine changes (no forwarding, no routes here), and the
-    pair goes with the namespaces when the servers stop."""
+    address over it; and each reaches the other's gateway (this machine's address on the other's
+    pair: an ACME CA listening there) through its own, which this machine delivers locally.
+    Nothing on this machine changes (no forwarding, no routes here), and all of it goes with
+    the namespaces when the servers stop."""
     a, b = f"cfdl{first.index}", f"cfdl{second.index}"  # each end named after the server it leads to
     _run("ip", "-n", first.netns, "link", "add", b, "type", "veth", "peer", "name", a, "netns", second.netns)
     for server, other, device in ((first, second, b), (second, first, a)):
         _run("ip", "-n", server.netns, "link", "set", device, "up")
         _run("ip", "-n", server.netns, "route", "add", f"{other.address}/32", "dev", device, "src", server.address)
+        _run("ip", "-n", server.netns, "route", "add", f"{other.gateway}/32", "via", server.gateway)

@@ -87,6 +87,7 @@ def start_master(host: Host) -> bool:
     which a reused pid (another program) may well be."""
     release = host.current_dir()
     safe.unlink(host.shared, "run/gunicorn.pid")
+    host.record_edge()  # first: gunicorn started by its unit reads it when the unit names no BIND_HOST
     if host.service.kind == "daemon":
         log = open_app_file(host, host.log_dir / "gunicorn.log", os.O_APPEND)
         try:
