@@ -320,23 +320,8 @@ def test_a_refused_acme_order_fails_the_deploy_and_the_old_site_serves(edge):
     assert edge.https_ok() == before  # the same release, through the same site
 
 
-def own_certificate(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA of the test's own and a certificate for DOMAIN it signs: (ca.pem, chain.pem, key.pem)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "key.pem", "cert.csr", "chain.pem"))
-    run = lambda *argv: subprocess.run(["openssl", *argv], check=True, capture_output=True)  # noqa: E731
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-        "-subj", "/CN=cfd test own CA", "-keyout", str(ca_key), "-out", str(ca))
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={DOMAIN}",
-        "-keyout", str(key), "-out", str(csr))
-    (directory / "san.cnf").write_text(f"subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
-        "-extfile", str(directory / "san.cnf"), "-out", str(cert))
-    return ca, cert, key
-
-
 def test_tls_own_serves_the_users_certificate_from_the_apps_directory(edge, tmp_path):
-    ca, chain, key = own_certificate(tmp_path / "own")
+    ca, chain, key = acme.throwaway_ca(tmp_path / "own", "", name=DOMAIN)  # the user's own CA and certificate
     tls = f"/home/{USER}/apps/{SLUG}/shared/tls"  # on the host, the deploy user's
     for name, source in (("chain.pem", chain), ("key.pem", key)):
         edge.server.ssh(f"umask 077 && mkdir -p {tls} && cat >{tls}/{name}", user=USER, input=source.read_text())

@@ -32,17 +32,18 @@ def unavailable() -> str | None:
     return None
 
 
-def throwaway_ca(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    """A CA and a certificate for ADDRESS (an IP) that it signs: (ca.pem, cert.pem, key.pem)."""
+def throwaway_ca(directory: Path, address: str, name: str = "") -> tuple[Path, Path, Path]:
+    """A CA and a certificate that it signs for ADDRESS (an IP), or for the host NAME when
+    given: (ca.pem, cert.pem, key.pem)."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "key.pem", "cert.csr", "cert.pem"))
     run = lambda *argv: subprocess.run(["openssl", *argv], check=True, capture_output=True)  # noqa: E731
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-        "-subj", "/CN=cfd test ACME TLS CA", "-keyout", str(ca_key), "-out", str(ca))
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={address}",
+        "-subj", "/CN=cfd test CA", "-keyout", str(ca_key), "-out", str(ca))
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name or address}",
         "-keyout", str(key), "-out", str(csr))
     extensions = directory / "san.cnf"
-    extensions.write_text(f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n")
+    extensions.write_text(f"subjectAltName={f'DNS:{name}' if name else f'IP:{address}'}\nextendedKeyUsage=serverAuth\n")
     run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial", "-days", "2",
         "-extfile", str(extensions), "-out", str(cert))
     return ca, cert, key
