@@ -6,8 +6,10 @@ session, so its own baked project and sshd."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,22 @@ from harness.venvs import make_venv  # noqa: E402
 
 def pytest_configure(config):
     cpu.register(config)  # CFD_CPU=FILE: each test's CPU time (tests/harness/cpu.py)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nested_pytest_temproot():
+    """The baked projects' own pytest runs (make test, make deploy's tests) keep their temp
+    directories apart from this run's: pytest prunes old numbered directories in its temp
+    root, and this run's (a server's mounted rootfs, a live app) are not its to touch."""
+    root = tempfile.mkdtemp(prefix="cfd-nested-pytest-")
+    previous = os.environ.get("PYTEST_DEBUG_TEMPROOT")
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = root
+    yield
+    if previous is None:
+        os.environ.pop("PYTEST_DEBUG_TEMPROOT", None)
+    else:
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = previous
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def missing(reason: str) -> None:
