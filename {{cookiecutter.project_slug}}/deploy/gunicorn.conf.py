@@ -29,6 +29,7 @@ workers = _config["server"]["workers"]
 threads = _config["server"]["threads"]
 timeout = _config["server"]["timeout"]
 graceful_timeout = timeout
+preload_app = _config["server"]["preload"]
 # The host program's smoke boot sets {{ cookiecutter.package_name | upper }}_FOREGROUND=1 to keep gunicorn as its child and see it exit.
 daemon = os.environ.get("{{ cookiecutter.package_name | upper }}_FOREGROUND") != "1"
 pidfile = os.path.join(_shared, "run", "gunicorn.pid")
@@ -60,5 +61,15 @@ def when_ready(server):
 
 
 def post_fork(server, worker):
-    """And so are those each worker makes (a SQLite database, uploads, exports)."""
+    """And so are those each worker makes (a SQLite database, uploads, exports).{% if cookiecutter.database != "none" %}
+    A worker forked from a master that loaded the app never uses a database connection the
+    master opened: SQLAlchemy's rule after a fork, dispose(close=False).{% endif %}"""
     os.umask(0o077)
+{%- if cookiecutter.database != "none" %}
+    if server.cfg.preload_app:
+        from {{ cookiecutter.package_name }}.models import db
+
+        with server.app.wsgi().app_context():
+            for engine in db.engines.values():
+                engine.dispose(close=False)
+{%- endif %}

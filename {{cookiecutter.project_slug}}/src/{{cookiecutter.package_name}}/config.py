@@ -270,6 +270,7 @@ SCHEMA: dict[str, dict[str, Callable[[str], Any]]] = {
         "workers": _int(1),
         "threads": _int(1),
         "timeout": _int(1),
+        "preload": _bool,
     },
     "deploy": {
         "host": _str,
