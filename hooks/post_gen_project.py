@@ -21,6 +21,7 @@ DATABASE_ONLY = [
     PACKAGE / "migrations",
     Path("tests", "test_notes.py"),
     Path("tests", "test_backup.py"),
+    Path("docs", "database.md"),
 ]
 POSTGRESQL_ONLY = [Path("tests", "pg_server.py")]
 

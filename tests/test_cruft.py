@@ -107,7 +107,6 @@ def test_update_brings_the_template_change_and_keeps_the_users(tmp_path, env, te
     assert text.count("\nhelp: ") == 1
     makefile.write_text(text.replace("\nhelp: ", "\n" + TEMPLATE_TARGET + "help: "))
     news = template_repo / "{{cookiecutter.project_slug}}" / TEMPLATE_NEW_FILE
-    news.parent.mkdir()
     news.write_text("# What's new in {{ cookiecutter.project_name }}\n")
     commit(template_repo, env, "template: template-news")
     template_before = snapshot(template_repo)

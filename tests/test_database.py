@@ -30,7 +30,7 @@ SRC = Path("src", PACKAGE)
 DATABASE_FILES = [SRC / "models.py", SRC / "notes.py", SRC / "migrations" / "env.py",
                   SRC / "migrations" / "alembic.ini", SRC / "migrations" / "script.py.mako",
                   SRC / "migrations" / "versions" / "0001_initial.py", Path("tests", "test_notes.py"),
-                  Path("tests", "test_backup.py")]
+                  Path("tests", "test_backup.py"), Path("docs", "database.md")]
 DATABASE_PINS = {"flask_sqlalchemy", "flask_migrate", "sqlalchemy", "alembic", "mako", "greenlet",
                  "typing_extensions", "tomli"}
 PG_PINS = {"psycopg", "psycopg_binary"}

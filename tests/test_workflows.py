@@ -8,7 +8,7 @@ config, no ignore comments honoured) with nothing to report. Then what a user wo
 by eye: every action is `actions/…` pinned by full sha; ci.yml's matrix is the minimum
 Python and 3.13; deploy.yml keeps host-key checking on, has one deploy per environment at
 a time, reads secrets and inputs only through `env:`, writes the key 0600 without showing
-it; the README's "Deploy from CI" names every secret deploy.yml reads.
+it; docs/ci.md ("Deploy from CI") names every secret deploy.yml reads.
 
 Fast: real bakes, the tools from the template's own venv (requirements-dev.txt), no
 project venv, no network.
@@ -286,16 +286,18 @@ def test_run_scripts_pass_shellcheck(baked):
             assert result.returncode == 0, f"{name}:\n{script}\n{result.stdout}"
 
 
-def readme_section(project: Path) -> str:
-    readme = (project / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"^## Deploy from CI\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
-    assert found, "the README has no 'Deploy from CI' section"
+def ci_page(project: Path) -> str:
+    """docs/ci.md, the generated project's "Deploy from CI" page, less its title."""
+    page = project / "docs" / "ci.md"
+    assert page.is_file(), "the project has no docs/ci.md"
+    found = re.match(r"# Deploy from CI\n(.*)", page.read_text(encoding="utf-8"), re.DOTALL)
+    assert found, "docs/ci.md does not open with '# Deploy from CI'"
     return found[1]
 
 
-def test_readme_names_every_secret_deploy_reads_and_how_to_make_it(baked):
+def test_ci_page_names_every_secret_deploy_reads_and_how_to_make_it(baked):
     project, answers = baked
-    section = readme_section(project)
+    section = ci_page(project)
     read = re.findall(r"secrets\.([A-Za-z0-9_]+)", workflow_path(project, "deploy.yml").read_text(encoding="utf-8"))
     assert read == ["DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS"]
     assert [name for name in read if f"**`{name}`**" not in section] == []

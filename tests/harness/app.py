@@ -152,7 +152,7 @@ def tree(root: Path) -> dict[str, tuple]:
     return snapshot
 
 
-# --- a stage, the generated README's way -----------------------------------------------------
+# --- a stage, the generated docs/stages.md's way ----------------------------------------------
 
 WORKFLOW_OPTIONS = "        options:\n          - prod\n"
 

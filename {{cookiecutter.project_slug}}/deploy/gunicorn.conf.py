@@ -21,7 +21,7 @@ wsgi_app = "{{ cookiecutter.package_name }}.wsgi:app"
 _host = "127.0.0.1" if _config["proxy"]["domain"] else _config["server"]["host"]
 bind = [f"{_host}:{_config['server']['port']}"]
 # Several hosts behind one proxy host: this one's address that the proxy host reaches it by,
-# too (the host program checked it; the README says to open the port to the proxy host only).
+# too (the host program checked it; docs/https.md says to open the port to the proxy host only).
 _also = os.environ.get("{{ cookiecutter.package_name | upper }}_BIND_HOST", "")
 if _also and _config["proxy"]["domain"]:
     bind.append(f"[{_also}]:{_config['server']['port']}" if ":" in _also else f"{_also}:{_config['server']['port']}")
