@@ -29,7 +29,10 @@ workers = _config["server"]["workers"]
 threads = _config["server"]["threads"]
 timeout = _config["server"]["timeout"]
 graceful_timeout = timeout
-preload_app = _config["server"]["preload"]
+# [server] preload: the master loads the app once (when_ready, below) and each worker is a
+# fork of it. Not gunicorn's own preload_app: that loads before the error log is set up, so
+# a release whose app cannot import would fail with no traceback where the deploy reads it.
+PRELOAD = _config["server"]["preload"]
 # The host program's smoke boot sets {{ cookiecutter.package_name | upper }}_FOREGROUND=1 to keep gunicorn as its child and see it exit.
 daemon = os.environ.get("{{ cookiecutter.package_name | upper }}_FOREGROUND") != "1"
 pidfile = os.path.join(_shared, "run", "gunicorn.pid")
@@ -56,8 +59,16 @@ def pre_exec(server):
 
 def when_ready(server):
     """Files the master makes from here on are the app's alone (gunicorn's own umask setting
-    covers only its sockets, and daemon mode forces 022)."""
+    covers only its sockets, and daemon mode forces 022). Then, with [server] preload, the
+    app loads here, before any worker forks: an app that cannot load stops the master, its
+    traceback in the error log (the deploy shows that log's tail)."""
     os.umask(0o077)
+    if PRELOAD:
+        try:
+            server.app.wsgi()
+        except Exception:
+            server.log.exception("the app failed to load; stopping")
+            server.halt("the app failed to load", 3)
 
 
 def post_fork(server, worker):
@@ -66,7 +77,7 @@ def post_fork(server, worker):
     master opened: SQLAlchemy's rule after a fork, dispose(close=False).{% endif %}"""
     os.umask(0o077)
 {%- if cookiecutter.database != "none" %}
-    if server.cfg.preload_app:
+    if PRELOAD:
         from {{ cookiecutter.package_name }}.models import db
 
         with server.app.wsgi().app_context():

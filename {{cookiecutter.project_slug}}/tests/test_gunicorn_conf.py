@@ -1,12 +1,13 @@
-"""deploy/gunicorn.conf.py, read as gunicorn reads it (a Python file run for its globals)."""
-{%- if cookiecutter.database != "none" %}
+"""deploy/gunicorn.conf.py, read as gunicorn reads it (a Python file run for its globals),
+its hooks called with a stand-in for gunicorn's master (tests/test_handover.py in the
+template runs them in real ones)."""
 import os
-{%- endif %}
 import runpy
 from pathlib import Path
-{%- if cookiecutter.database != "none" %}
 from types import SimpleNamespace
 
+import pytest
+{%- if cookiecutter.database != "none" %}
 from sqlalchemy import text
 
 from {{ cookiecutter.package_name }}.models import db
@@ -22,34 +23,65 @@ def settings(monkeypatch, **variables: str) -> dict:
     return runpy.run_path(CONF)
 
 
-def test_workers_are_forks_of_a_master_that_loaded_the_app(monkeypatch):
+class Master:
+    """What the hooks use of gunicorn's Arbiter: the app, the error log, halt."""
+
+    def __init__(self, load):
+        self.loads, self.logged, self.halted = 0, [], None
+        self.app = SimpleNamespace(wsgi=lambda: (setattr(self, "loads", self.loads + 1), load())[1])
+        self.log = SimpleNamespace(exception=self.logged.append)
+
+    def halt(self, reason, exit_status):
+        self.halted = (reason, exit_status)
+        raise SystemExit(exit_status)
+
+
+@pytest.fixture()
+def umask():
+    """The hooks set the master's and the workers' umask: this process keeps its own."""
+    kept = os.umask(0o022)
+    yield
+    os.umask(kept)
+
+
+def test_the_master_loads_the_app_once_before_any_worker_forks(monkeypatch, umask):
     conf = settings(monkeypatch, ENV="prod")
-    assert conf["preload_app"] is True
-    assert conf["workers"] == 2 and conf["wsgi_app"] == "{{ cookiecutter.package_name }}.wsgi:app"
+    assert conf["wsgi_app"] == "{{ cookiecutter.package_name }}.wsgi:app" and conf["workers"] == 2
+    assert "preload_app" not in conf  # gunicorn's own would load before its error log exists
+    master = Master(lambda: "the app")
+    conf["when_ready"](master)
+    assert master.loads == 1 and master.halted is None
 
 
-def test_server_preload_false_lets_each_worker_import_the_app(monkeypatch):
-    assert settings(monkeypatch, ENV="prod", SERVER_PRELOAD="false")["preload_app"] is False
+def test_an_app_that_cannot_load_stops_the_master_with_its_traceback_in_the_log(monkeypatch, umask):
+    def broken():
+        raise RuntimeError("no such table")
+    conf = settings(monkeypatch, ENV="prod")
+    master = Master(broken)
+    with pytest.raises(SystemExit):
+        conf["when_ready"](master)
+    assert master.logged == ["the app failed to load; stopping"] and master.halted == ("the app failed to load", 3)
+
+
+def test_server_preload_false_lets_each_worker_load_the_app(monkeypatch, umask):
+    master = Master(lambda: "the app")
+    settings(monkeypatch, ENV="prod", SERVER_PRELOAD="false")["when_ready"](master)
+    assert master.loads == 0
 {%- if cookiecutter.database != "none" %}
 
 
-def test_a_forked_worker_drops_the_connections_the_master_opened(monkeypatch, database_url):
+def test_a_forked_worker_drops_the_connections_the_master_opened(monkeypatch, database_url, umask):
     """A master that queried while loading the app (an app's own start-up check) leaves a
     pooled connection; a worker must open its own, never share the master's socket."""
     from {{ cookiecutter.package_name }} import create_app
 
     conf = settings(monkeypatch, ENV="test")
-    umask = os.umask(0o022)  # post_fork sets the worker's: this process keeps its own
     app = create_app("test", {"SQLALCHEMY_DATABASE_URI": database_url})
     with app.app_context():
         db.session.execute(text("SELECT 1"))
         db.session.remove()
         (engine,) = db.engines.values()
         assert engine.pool.checkedin() == 1
-    server = SimpleNamespace(cfg=SimpleNamespace(preload_app=True), app=SimpleNamespace(wsgi=lambda: app))
-    try:
-        conf["post_fork"](server, None)
-    finally:
-        os.umask(umask)
+    conf["post_fork"](Master(lambda: app), None)
     assert engine.pool.checkedin() == 0
 {%- endif %}
