@@ -70,9 +70,11 @@ def test_server_preload_false_lets_each_worker_load_the_app(monkeypatch, umask):
 {%- if cookiecutter.database != "none" %}
 
 
-def test_a_forked_worker_drops_the_connections_the_master_opened(monkeypatch, database_url, umask):
+def test_a_forked_worker_drops_the_connections_the_master_opened(monkeypatch, tmp_path, umask):
     """A master that queried while loading the app (an app's own start-up check) leaves a
-    pooled connection; a worker must open its own, never share the master's socket."""
+    pooled connection; a worker must open its own, never share the master's socket. (A
+    SQLite file for any database answer: the rule is SQLAlchemy's, not the server's.)"""
+    database_url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
     from {{ cookiecutter.package_name }} import create_app
 
     conf = settings(monkeypatch, ENV="test")
