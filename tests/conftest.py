@@ -23,8 +23,11 @@ sys.path.append(str(TEMPLATE))
 
 from harness import cpu  # noqa: E402
 from harness.app import make  # noqa: E402,F401  (re-exported: `from conftest import make`)
-from harness.sshd import PrivateSshd  # noqa: E402
+from harness.sshd import PrivateSshd, host_path  # noqa: E402
 from harness.venvs import make_venv  # noqa: E402
+
+# The baked projects' make, and every host, start a real python3, not a pyenv shim (host_path).
+os.environ["PATH"] = host_path()
 
 
 def pytest_configure(config):

@@ -129,6 +129,7 @@ class Host:
         self.history: tuple[str, float, str] | None = None  # what, started (ms), from
         self.steps: list[tuple[str, float]] = []  # each step's name and seconds, for the result
         self.error = ""  # the sentence a failure said
+        self.release_configs: dict = {}  # release_config.read's answers, one config.py start each
         self.locate(settings.app_dir)
 
     def locate(self, app: Path) -> None:

@@ -3,13 +3,12 @@ each new release after the switch, stopped and started with the web app, and sho
 (make status, ps, jobs). The unit text is workers.py's; the programs the units run
 (exec_worker, exec_job) are runner.py's."""
 import dataclasses
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
 
-from host import PACKAGE
+from host import release_config
 from host.context import Failure, Host
 from host.procs import uptime
 from host.systemd import Service, Units, quiet, replace_if_changed, systemd_version
@@ -28,20 +27,13 @@ WORKER_FAILED = 3  # make deploy's exit status when the web release serves but a
 
 
 def read_spec(host: Host, release: str) -> Spec:
-    """RELEASE's workers and jobs, by its own config.py (standard library only: no app
-    import), as the app's account (it reads shared/local.ini). A release packed before
-    workers existed has none."""
-    directory = host.releases / release
-    python = str(directory / "venv" / "bin" / "python")
-    for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
-        got = subprocess.run([*host.service.as_app, python, "-S", str(config), "workers", host.settings.env],
-                             cwd=directory, capture_output=True, text=True, check=False)
-        if got.returncode == 0:
-            return Spec.from_json(json.loads(got.stdout))
-        if got.stderr.startswith("usage: config.py get"):
-            return Spec()
-        raise Failure(f"cannot read the workers and jobs of {release} ({' '.join(got.stderr.split())})")
-    return Spec()
+    """RELEASE's workers and jobs, by its own config. A release packed before workers
+    existed has none."""
+    try:
+        found = release_config.read(host, release)["workers"]
+    except release_config.Unreadable as error:
+        raise Failure(f"cannot read the workers and jobs of {release} ({error.said})") from None
+    return Spec.from_json(found) if found else Spec()
 
 
 def names(spec: Spec) -> str:

@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from host import DIST, PACKAGE
+from host import DIST, release_config
 from host.cli import arg, command
 from host.context import Failure, Host
+from host.release_config import PROXY_KEYS
 
 HELPER_DIR = Path("/usr/local/lib") / f"{DIST}-edge"
 HELPER = HELPER_DIR / "edge.py"
@@ -28,8 +29,6 @@ RENEW_HOOK = Path("/etc/letsencrypt/renewal-hooks/deploy") / f"{DIST}-reload-ngi
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PACKAGES = (("nginx", "nginx"), ("certbot", "certbot"), ("sudo", "sudo"))
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PROXY_KEYS = ("domain", "tls", "acme_email", "acme_directory", "acme_ca_bundle", "certificate", "private_key",
-              "static_max_age", "maintenance_retry_after")
 HELPER_FLAGS = ("--domain", "--tls", "--email", "--directory", "--ca-bundle", "--certificate", "--private-key",
                 "--static-max-age", "--retry-after")
 
@@ -198,24 +197,16 @@ def cmd_setup_host(args: argparse.Namespace) -> int:
 
 
 def release_proxy(host: Host, release: str) -> dict:
-    """The release's own [proxy] settings (config.py as a script: standard library only), read
-    as the app's account: on a root deploy's first run, made here (activate would make it next)."""
+    """The release's own [proxy] settings, read as the app's account: on a root deploy's
+    first run, that account is made here (activate would make it next)."""
     from host.accounts import ensure_app_user
     ensure_app_user(host)
-    directory = host.releases / release
-    python = str(directory / "venv" / "bin" / "python")
-    for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
-        keys = [word for key in PROXY_KEYS for word in ("proxy", key)]
-        got = subprocess.run([*host.service.as_app, python, "-S", str(config), "get", host.settings.env, *keys],
-                             cwd=directory, capture_output=True, text=True, check=False)
-        if got.returncode == 0:
-            return dict(zip(PROXY_KEYS, [*got.stdout.split("\n"), *[""] * len(PROXY_KEYS)]))
-        if "unknown setting [proxy]" in got.stderr:
-            return {}  # a release from before [proxy]
-        if "configuration is invalid" in got.stderr:
+    try:
+        return release_config.read(host, release)["proxy"]
+    except release_config.Unreadable as error:
+        if error.invalid:
             return {}  # the smoke boot, next, refuses the release in the app's own words; the site is untouched
-        raise Failure(f"cannot read [proxy] of {release} ({' '.join(got.stderr.split())})")
-    return {}
+        raise Failure(f"cannot read [proxy] of {release} ({error.said})") from None
 
 
 def helper_argv(*args: str) -> list[str]:

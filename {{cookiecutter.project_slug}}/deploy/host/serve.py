@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from host import DIST, PACKAGE, VARS, safe, sandbox
+from host import DIST, VARS, release_config, safe, sandbox
 from host.context import Failure, Host
 from host.procs import (
     check_paths,
@@ -233,24 +233,14 @@ def smoke_paths(host: Host, release: str, paths: list[str]) -> None:
 
 
 def release_settings(host: Host, release: str) -> tuple[str, list[str]]:
-    """The release's own [deploy] release_command and smoke_paths, in one Python start
-    (config.py as a script is standard library only: no app import). A release packed
-    before smoke_paths existed knows only release_command."""
-    directory = host.releases / release
-    python = str(directory / "venv" / "bin" / "python")
-    said = ""
-    for config in directory.glob(f"venv/lib/python*/site-packages/{PACKAGE}/config.py"):
-        for keys in (["deploy", "release_command", "deploy", "smoke_paths"], ["deploy", "release_command"]):
-            # As the app's account: config.py reads shared/local.ini, which is the app's.
-            got = subprocess.run([*host.service.as_app, python, "-S", str(config), "get", host.settings.env, *keys],
-                                 cwd=directory,
-                                 capture_output=True, text=True, check=False)
-            if got.returncode == 0:
-                lines = [*got.stdout.splitlines(), "", ""]
-                return lines[0], lines[1].split() if len(keys) == 4 else []
-            said = " ".join(got.stderr.split())
-    (directory / ".refused").touch()
-    raise Failure(f"cannot read [deploy] release_command and smoke_paths of {release} ({said}); {UNCHANGED}")
+    """The release's own [deploy] release_command and smoke_paths."""
+    try:
+        found = release_config.read(host, release)
+    except release_config.Unreadable as error:
+        (host.releases / release / ".refused").touch()
+        raise Failure(f"cannot read [deploy] release_command and smoke_paths of {release} ({error.said}); "
+                      f"{UNCHANGED}") from None
+    return found["release_command"], found["smoke_paths"]
 
 
 def release_command(host: Host, release: str, command: str) -> None:

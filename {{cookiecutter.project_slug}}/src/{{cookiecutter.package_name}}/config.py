@@ -551,6 +551,15 @@ def workers(config: Config) -> dict[str, Any]:
             "schedules": config.schedules}
 
 
+def host_facts(config: Config) -> dict[str, Any]:
+    """All the host program reads of a release, in one start (config.py host ENV): the edge's
+    [proxy] (as strings: the edge helper's flags), the deploy's release_command and
+    smoke_paths, and the workers and jobs."""
+    return {"proxy": {key: str(value) for key, value in config["proxy"].items()},
+            "release_command": config["deploy"]["release_command"],
+            "smoke_paths": config["deploy"]["smoke_paths"].split(), "workers": workers(config)}
+
+
 def runtime_errors(config: Config) -> list[str]:
     """What stops the app from serving, beyond the schema: prod, and every environment on a
     deployed host, needs a real secret key{{ '' if cookiecutter.database == 'none' else ', and every
@@ -579,9 +588,10 @@ if __name__ == "__main__":
     import json
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "workers":  # `config.py workers ENV`: JSON, for the host
+    # `config.py host ENV` and `config.py workers ENV`: JSON, for the host program.
+    if len(sys.argv) == 3 and sys.argv[1] in ("host", "workers"):
         try:
-            print(json.dumps(workers(load_config(sys.argv[2]))))
+            print(json.dumps((host_facts if sys.argv[1] == "host" else workers)(load_config(sys.argv[2]))))
         except ConfigError as exc:
             sys.exit(f"the {sys.argv[2]} configuration is invalid:\n{exc}")
         sys.exit(0)

@@ -1,0 +1,94 @@
+"""How the host program reads a release's settings (deploy/host/release_config.py): one start
+of the release's own config.py per command, again when shared/local.ini changes, and an
+older release's answers through its `get`. A real config.py runs in a release laid out as on
+a host; its python counts its starts."""
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package_name }}.config import load_config, workers
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "deploy"))
+from host import VARS, context, processes, proxy, serve, systemd
+from host.workers import Spec
+
+PACKAGE = "{{ cookiecutter.package_name }}"
+RELEASE_COMMAND = "{{ '' if cookiecutter.database == 'none' else cookiecutter.package_name ~ ' migrate' }}"
+
+
+@pytest.fixture()
+def host(tmp_path, monkeypatch):
+    host = context.Host(context.Settings(app_dir=tmp_path / "app", env="prod"), "deploy")
+    host.service = systemd.Service("daemon", "my-app-prod-1a2b3c4d", "me")
+    host.shared.mkdir(parents=True)
+    for key, value in {"ENV": "prod", "SHARED_DIR": host.shared, "LOCAL_CONFIG": host.shared / "local.ini"}.items():
+        monkeypatch.setenv(f"{VARS}_{key}", str(value))
+    return host
+
+
+def release(host, name="1.0-20261201T000000Z", older=False):
+    """A release as the host has it: its config/, and a venv whose python logs each start."""
+    directory = host.releases / name
+    shutil.copytree(ROOT / "config", directory / "config")
+    site = directory / "venv" / "lib" / "python3" / "site-packages" / PACKAGE
+    site.mkdir(parents=True)
+    source = (ROOT / "src" / PACKAGE / "config.py").read_text()
+    if older:  # as packed before `config.py host`: it knew only get and workers
+        source = source.replace('sys.argv[1] in ("host", "workers")', 'sys.argv[1] == "workers"')
+    (site / "config.py").write_text(source)
+    python = directory / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\necho start >> "{directory}/starts"\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return name
+
+
+def starts(host, name):
+    path = host.releases / name / "starts"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_one_start_answers_the_edge_the_deploy_and_the_workers(host):
+    name = release(host)
+    assert proxy.release_proxy(host, name)["domain"] == ""
+    assert serve.release_settings(host, name) == (RELEASE_COMMAND, ["/"])
+    baked = workers(load_config("prod", config_dir=ROOT / "config", environ={}))
+    assert processes.read_spec(host, name) == Spec.from_json(baked)
+    assert starts(host, name) == 1
+
+
+def test_a_change_to_local_ini_is_read_again(host):
+    name = release(host)
+    assert serve.release_settings(host, name)[1] == ["/"]
+    (host.shared / "local.ini").write_text("[deploy]\nsmoke_paths = / /healthz\n")
+    assert serve.release_settings(host, name)[1] == ["/", "/healthz"]
+    assert starts(host, name) == 2
+
+
+def test_an_invalid_config_leaves_the_site_alone_and_refuses_the_release(host):
+    name = release(host)
+    (host.shared / "local.ini").write_text("[server]\nworkers = many\n")
+    assert proxy.release_proxy(host, name) == {}  # the smoke boot says why, in the app's words
+    with pytest.raises(context.Failure, match=r"cannot read \[deploy\] release_command .*workers"):
+        serve.release_settings(host, name)
+    assert (host.releases / name / ".refused").exists()
+
+
+def test_a_release_packed_before_host_answers_through_get_and_workers(host):
+    name = release(host, older=True)
+    (host.releases / name / "config" / "prod.ini").write_text(
+        (host.releases / name / "config" / "prod.ini").read_text() + "\n[process:mailer]\ncommand = mailer\n")
+    assert proxy.release_proxy(host, name)["tls"] == "acme"
+    assert serve.release_settings(host, name) == (RELEASE_COMMAND, ["/"])
+    assert [w.name for w in processes.read_spec(host, name).workers] == ["mailer"]
+    assert starts(host, name) == 4  # `host` refused, then [proxy], [deploy] and workers, one start each
+
+
+def test_a_release_without_config_py_is_named(host):
+    name = release(host)
+    shutil.rmtree(host.releases / name / "venv" / "lib")
+    with pytest.raises(context.Failure, match=f"release {name} has no {PACKAGE}/config.py"):
+        processes.read_spec(host, name)
