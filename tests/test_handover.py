@@ -325,6 +325,9 @@ def test_a_deploy_stops_the_new_master_of_an_unfinished_hand_over(app: App) -> N
     any later USR2 ("Child exists"). The next deploy stops that child and hands over."""
     app.make("start")
     master, child_file = app.pid(), app.pidfile.with_name("gunicorn.pid.2")
+    # The last test's hand-over may still have its old master draining: until that one is
+    # gone (gunicorn then renames gunicorn.pid.2), the master ignores USR2 ("Parent master exists").
+    wait_for(lambda: not child_file.exists(), 60, "the previous hand-over's old master to exit")
     os.kill(master, signal.SIGUSR2)  # what a hand-over sends first
     wait_for(lambda: alive(_read_pid(child_file)) and ppid(_read_pid(child_file)) == master, 60,
              "the USR2 master beside the old one")

@@ -2,21 +2,21 @@
 of the release's own config.py per command, again when shared/local.ini changes, and an
 older release's answers through its `get`. A real config.py runs in a release laid out as on
 a host; its python counts its starts."""
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }}.config import load_config, workers
+from {{ cookiecutter.package_name }}.config import host_facts, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "deploy"))
-from host import VARS, context, processes, proxy, serve, systemd
+from host import VARS, context, processes, proxy, release_config, serve, systemd
 from host.workers import Spec
 
 PACKAGE = "{{ cookiecutter.package_name }}"
-RELEASE_COMMAND = "{{ '' if cookiecutter.database == 'none' else cookiecutter.package_name ~ ' migrate' }}"
 
 
 @pytest.fixture()
@@ -51,20 +51,25 @@ def starts(host, name):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def baked(host, name):
+    """What the release's config says, read here in-process, as its own config.py reads it there."""
+    return host_facts(load_config("prod", config_dir=host.releases / name / "config", environ=dict(os.environ)))
+
+
 def test_one_start_answers_the_edge_the_deploy_and_the_workers(host):
     name = release(host)
-    assert proxy.release_proxy(host, name)["domain"] == ""
-    assert serve.release_settings(host, name) == (RELEASE_COMMAND, ["/"])
-    baked = workers(load_config("prod", config_dir=ROOT / "config", environ={}))
-    assert processes.read_spec(host, name) == Spec.from_json(baked)
+    facts = baked(host, name)
+    assert proxy.release_proxy(host, name) == facts["proxy"]
+    assert serve.release_settings(host, name) == (facts["release_command"], facts["smoke_paths"])
+    assert processes.read_spec(host, name) == Spec.from_json(facts["workers"])
     assert starts(host, name) == 1
 
 
 def test_a_change_to_local_ini_is_read_again(host):
     name = release(host)
-    assert serve.release_settings(host, name)[1] == ["/"]
-    (host.shared / "local.ini").write_text("[deploy]\nsmoke_paths = / /healthz\n")
-    assert serve.release_settings(host, name)[1] == ["/", "/healthz"]
+    serve.release_settings(host, name)
+    (host.shared / "local.ini").write_text("[deploy]\nsmoke_paths = /healthz /about\n")
+    assert serve.release_settings(host, name)[1] == ["/healthz", "/about"]
     assert starts(host, name) == 2
 
 
@@ -79,11 +84,12 @@ def test_an_invalid_config_leaves_the_site_alone_and_refuses_the_release(host):
 
 def test_a_release_packed_before_host_answers_through_get_and_workers(host):
     name = release(host, older=True)
-    (host.releases / name / "config" / "prod.ini").write_text(
-        (host.releases / name / "config" / "prod.ini").read_text() + "\n[process:mailer]\ncommand = mailer\n")
-    assert proxy.release_proxy(host, name)["tls"] == "acme"
-    assert serve.release_settings(host, name) == (RELEASE_COMMAND, ["/"])
-    assert [w.name for w in processes.read_spec(host, name).workers] == ["mailer"]
+    ini = host.releases / name / "config" / "prod.ini"
+    ini.write_text(ini.read_text() + "\n[process:mailer]\ncommand = mailer\n")
+    facts = baked(host, name)
+    assert proxy.release_proxy(host, name) == {key: facts["proxy"][key] for key in release_config.PROXY_KEYS}
+    assert serve.release_settings(host, name) == (facts["release_command"], facts["smoke_paths"])
+    assert "mailer" in [w.name for w in processes.read_spec(host, name).workers]
     assert starts(host, name) == 4  # `host` refused, then [proxy], [deploy] and workers, one start each
 
 
