@@ -251,6 +251,10 @@ def test_several_hosts_are_one_upstream_with_the_passive_health_checks_of_make_n
     # the same health checks as make nginx-conf's snippet
     import nginx_conf
     assert "max_fails=3 fail_timeout=10s;" in nginx_conf.render("app", ["10.0.0.12"], "8000", "80", "/s/")
+    # and a rollout waits that long after a host restarted, before the next one goes down
+    from host import edge_site
+    from ship import fleet
+    assert edge_site.FAIL_TIMEOUT == f"{fleet.PASSIVE_CHECK_SECONDS}s"
     # one host: no upstream block, as before
     single = edge.render_site(edge.check(acme(upstream=["127.0.0.1:8000"]), APP))
     assert "upstream " not in single and "        proxy_pass http://127.0.0.1:8000;" in single.splitlines()

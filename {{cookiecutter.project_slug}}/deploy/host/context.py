@@ -129,6 +129,9 @@ class Host:
         self.history: tuple[str, float, str] | None = None  # what, started (ms), from
         self.steps: list[tuple[str, float]] = []  # each step's name and seconds, for the result
         self.error = ""  # the sentence a failure said
+        # gunicorn stopped and started, not handed over: a proxy's passive checks may leave
+        # this host out a while (the rollout waits before the next host goes down).
+        self.restarted = False
         self.release_configs: dict = {}  # release_config.read's answers, one config.py start each
         self.locate(settings.app_dir)
 
@@ -337,7 +340,8 @@ class Host:
         if os.environ.get("REPORT") != "json":
             return
         result = {"command": self.command, "status": status, "from": self.history[2] if self.history else None,
-                  "to": self.current_id(), "steps": self.steps, "error": self.error}
+                  "to": self.current_id(), "steps": self.steps, "error": self.error,
+                  "restarted": self.restarted}
         self.say("deploy-result: " + json.dumps(result))
 
     # --- the lock and the history ----------------------------------------------------------

@@ -363,6 +363,7 @@ def handover(host: Host, release: str) -> None:
         host.say(f"  moving the app from a detached gunicorn (pid {old}) into {host.service.unit}.service: "
                  "a short restart")
         stop_pid(old, host.settings.stop_timeout, host.say)
+        host.restarted = True
         start_fresh(host, release)
         return
     was = host.edge_record()[1]
@@ -374,6 +375,7 @@ def handover(host: Host, release: str) -> None:
                  "127.0.0.1): a fresh start, not a hand-over")
         stop_service(host)
         stop_pid(old, host.settings.stop_timeout, host.say)
+        host.restarted = True
         start_fresh(host, release)
         return
     second = Path(f"{host.pidfile}.2")

@@ -19,6 +19,10 @@ from ship.messages import ShipError, message
 from ship.remote import Remote, deploy_who, say
 from ship.settings import Settings
 
+# fail_timeout of the proxy's upstream (host/edge_site.py, nginx_conf.py): how long a host that
+# failed its requests stays out of the proxy's rotation.
+PASSIVE_CHECK_SECONDS = 10
+
 
 @dataclass
 class Host:
@@ -31,6 +35,7 @@ class Host:
     result: str = "not reached"
     seconds: float | None = None
     error: str = ""
+    restarted: bool = False  # gunicorn there stopped and started (a new address), not handed over
 
 
 def table(hosts: list[Host], old: str, new: str) -> str:
@@ -148,6 +153,7 @@ def deploy_one(fleet: Fleet, host: Host, skip_release_command: bool) -> int:
     if not fleet.several:
         say(f"  host: {host.seconds:.3f}s")
     host.new = result.get("to") or ("?" if code else host.new)
+    host.restarted = bool(result.get("restarted"))
     if code == 0:
         host.result = "deployed"
     else:
@@ -163,11 +169,18 @@ def rollout(fleet: Fleet, batch: int, release_command: bool) -> int:
     started = time.monotonic()
     failed: list[Host] = []
     try:
-        for group in groups(hosts, batch, release_command):
+        batches = groups(hosts, batch, release_command)
+        for number, group in enumerate(batches, 1):
             fleet.each(lambda h: deploy_one(fleet, h, h is not hosts[0]), group)
             failed = [h for h in group if h.result != "deployed"]
             if failed:
                 break
+            if number < len(batches) and any(h.restarted for h in group):
+                # The proxy's passive checks left the restarted hosts out: with the next host
+                # down too, no host would be left for it and it would answer 502.
+                say(message("restarted_wait", hosts=", ".join(h.name for h in group if h.restarted),
+                            seconds=PASSIVE_CHECK_SECONDS))
+                time.sleep(PASSIVE_CHECK_SECONDS)
     except KeyboardInterrupt:
         for h in hosts:
             if h.result == "deploying":

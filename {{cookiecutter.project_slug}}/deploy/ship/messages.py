@@ -24,6 +24,8 @@ MESSAGES = {
     "not_every_host": "not every host can be reached; nothing was changed",
     "cannot_ask": "cannot ask {host} for its current release: {why}",
     "rollout_stopped": "rollout stopped at {failed}: new release on {done}; old release kept on {kept}",
+    "restarted_wait": "  {hosts} restarted (not handed over): waiting {seconds}s, until the proxy sends it requests "
+                      "again, before the next host",
     "interrupted": "interrupted: every host started finishes or undoes its deploy by itself",
     "each_failed": "make {goal} failed on {failed} (ok on {ok})",
     "no_address": "cannot tell the address of {host} (ssh -G): {why}",
