@@ -210,11 +210,11 @@ def test_moving_the_proxy_to_the_other_host_restarts_both_and_fails_no_request_t
     # The old proxy's nginx keeps its site (the deploy rewrites the new proxy's alone): it leaves
     # edge1 out for fail_timeout while edge1 restarts (max_fails), so the rollout waits that long
     # before edge2 stops answering at its address. Without the wait it had no live upstream for
-    # a while and answered 502 (917 of 10,219 once the deploys got faster). Nothing may fail but
-    # a rare 502: no reset, no TLS error, no other status.
+    # a while and answered 502 (917 of 10,219 once the deploys got faster; with the wait, 0 of
+    # 10,907). Nothing may fail but a rare 502: no reset, no TLS error, no other status.
     assert load.requests > 20 and all(f.startswith("502:") for f in load.failures), \
         load.summary() + "\n" + "\n".join(load.failures[:10])
-    assert len(load.failures) <= load.requests // 100, load.summary()
+    assert len(load.failures) <= load.requests // 1000, load.summary()
     assert (f"[edge1]   gunicorn's addresses change (none to {edges.proxy.address} beside 127.0.0.1): a fresh "
             "start, not a hand-over") in moved, moved
     assert f"[edge2]   gunicorn's addresses change ({edges.other.address} to none beside 127.0.0.1)" in moved, moved
