@@ -125,6 +125,31 @@ def test_prune_never_deletes_through_a_planted_link(tmp_path):
     assert (victim / "precious").read_text() == "keep me"
 
 
+def test_a_pruned_release_leaves_at_once_and_a_process_of_its_own_deletes_it(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, B, C], current=C)
+    (app / "releases" / A / "venv" / "lib").mkdir(parents=True)
+    (app / "releases" / A / "venv" / "lib" / "big.py").write_text("x")
+    releases.prune(app, 1)
+    assert sorted(os.listdir(app / "releases")) == [B, C]
+    assert [name.rsplit(".", 1)[0] for name in os.listdir(app / ".trash")] == [A]
+    releases.empty_trash(app)
+    deadline = time.monotonic() + 10
+    while os.listdir(app / ".trash") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert os.listdir(app / ".trash") == []
+
+
+def test_a_planted_trash_link_is_never_deleted_through(tmp_path):
+    app = releases_dir(tmp_path, finished=[A, B, C], current=C)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep me")
+    (app / ".trash").symlink_to(victim)
+    releases.prune(app, 1)
+    releases.empty_trash(app, wait=True)
+    assert sorted(os.listdir(app / "releases")) == [B, C] and os.listdir(victim) == ["precious"]
+
+
 def test_rotation_renames_oldest_first_and_the_log_last(tmp_path):
     log = tmp_path / "gunicorn.log"
     assert [(a.name, b.name) for a, b in logs.rotation(log, 3)] == [

@@ -15,7 +15,7 @@ from host.context import Failure, Host
 from host.install import install
 from host.logs import rotate
 from host.procs import master_pid, port_taken, stop_pid, uptime, wait_healthy
-from host.releases import Releases, describe, lock_info, prune, remove
+from host.releases import Releases, describe, empty_trash, lock_info, prune, remove
 from host.serve import (
     activate,
     check_port,
@@ -86,6 +86,7 @@ def cmd_deploy(host: Host, args) -> None:
     host.step("edge", proxy.apply_edge, host, release)  # [proxy] domain: nginx site and certificate, before the switch
     activate(host, release, run_release_command=True)
     host.step("prune", prune, host.app, host.settings.keep)
+    empty_trash(host.app)  # by a process of its own, while the deploy answers
     host.say(f"deployed {release}: serving on port {host.settings.port}")
 
 
@@ -272,6 +273,7 @@ def cmd_unlock(host: Host, args) -> None:
 @command("prune", "keep the newest KEEP_RELEASES, never current or the one before; drop unfinished and refused ones")
 def cmd_prune(host: Host, args) -> None:
     prune(host.app, host.settings.keep)
+    empty_trash(host.app, wait=True)
 
 
 @command("exec_master", "the unit's ExecStart: gunicorn of the release current names (it daemonizes)")

@@ -3,12 +3,19 @@ lock (mkdir is atomic; the holder's pid tells a stale lock apart)."""
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from host import safe
 from host.procs import running
+
+# In the app's directory: the releases a deploy pruned, moved here by one rename each and
+# deleted once the deploy has answered (thousands of files: half a second on the deploy's path).
+TRASH = ".trash"
+EMPTY_TRASH = "import shutil, sys; [shutil.rmtree(path, ignore_errors=True) for path in sys.argv[1:]]"
 
 
 def release_time(release_id: str) -> str:
@@ -99,6 +106,37 @@ def plain_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
+def discard(app: Path, path: Path) -> None:
+    """PATH, a release directory, out of releases/ at once: renamed into the trash (same file
+    system), else removed here."""
+    trash = app / TRASH
+    try:
+        trash.mkdir(mode=0o700, exist_ok=True)
+        if plain_dir(trash):
+            os.rename(path, trash / f"{path.name}.{os.getpid()}")
+            return
+    except OSError:
+        pass
+    remove(path)
+
+
+def empty_trash(app: Path, wait: bool = False) -> None:
+    """Delete what is in the trash, by a process of its own that outlives this command unless
+    WAIT: the deploy answers and its ssh session ends meanwhile. rmtree never follows a link."""
+    trash = app / TRASH
+    if not plain_dir(trash):
+        return
+    entries = [entry.path for entry in os.scandir(trash)]
+    if not entries:
+        return
+    if wait:
+        for entry in entries:
+            remove(Path(entry))
+        return
+    subprocess.Popen([sys.executable, "-I", "-S", "-c", EMPTY_TRASH, *entries], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def prune(app: Path, keep: int) -> None:
     """Keep the newest KEEP finished releases, never current or the one before; drop unfinished
     work, refused releases, the backups of releases gone, wheels no release brought and
@@ -110,7 +148,7 @@ def prune(app: Path, keep: int) -> None:
     bridged = Path(os.readlink(previous)).name if previous.is_symlink() else None
     for release in releases.to_prune(current, keep):
         if release != bridged:
-            remove(releases_dir / release)
+            discard(app, releases_dir / release)
     left = Releases.read(releases_dir)
     try:
         backups = safe.open_dir(app / "shared", "backups")
