@@ -37,7 +37,9 @@ def release(host, name="1.0-20261201T000000Z", older=False):
     site.mkdir(parents=True)
     source = (ROOT / "src" / PACKAGE / "config.py").read_text()
     if older:  # as packed before `config.py host`: it knew only get and workers
-        source = source.replace('sys.argv[1] in ("host", "workers")', 'sys.argv[1] == "workers"')
+        for new, old in (('sys.argv[1] == "host"', 'sys.argv[1] == "workers"'), ("host_facts(load", "workers(load")):
+            assert source.count(new) == 1, new
+            source = source.replace(new, old)
     (site / "config.py").write_text(source)
     python = directory / "venv" / "bin" / "python"
     python.parent.mkdir(parents=True)

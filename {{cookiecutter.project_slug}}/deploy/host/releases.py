@@ -133,8 +133,11 @@ def empty_trash(app: Path, wait: bool = False) -> None:
         for entry in entries:
             remove(Path(entry))
         return
-    subprocess.Popen([sys.executable, "-I", "-S", "-c", EMPTY_TRASH, *entries], start_new_session=True,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", EMPTY_TRASH, *entries], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        pass  # no process to spare: the next deploy's deletes it; this one has deployed
 
 
 def prune(app: Path, keep: int) -> None:

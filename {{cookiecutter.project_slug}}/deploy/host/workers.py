@@ -38,7 +38,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Spec:
-    """A release's workers and jobs, from its config (config.py workers ENV)."""
+    """A release's workers and jobs, from its config (config.py host ENV: its "workers")."""
     stop_timeout: int = 10
     workers: tuple[Worker, ...] = ()
     jobs: tuple[Job, ...] = ()

@@ -546,7 +546,7 @@ def _parse_prefixed(config: Config, prefixed: dict[str, dict[str, tuple[str, str
 
 
 def workers(config: Config) -> dict[str, Any]:
-    """What the host needs to run the workers and jobs of CONFIG (config.py workers ENV)."""
+    """What the host needs to run the workers and jobs of CONFIG (in host_facts)."""
     return {"stop_timeout": config["deploy"]["worker_stop_timeout"], "processes": config.processes,
             "schedules": config.schedules}
 
@@ -588,10 +588,9 @@ if __name__ == "__main__":
     import json
     import sys
 
-    # `config.py host ENV` and `config.py workers ENV`: JSON, for the host program.
-    if len(sys.argv) == 3 and sys.argv[1] in ("host", "workers"):
+    if len(sys.argv) == 3 and sys.argv[1] == "host":  # `config.py host ENV`: JSON, for the host program
         try:
-            print(json.dumps((host_facts if sys.argv[1] == "host" else workers)(load_config(sys.argv[2]))))
+            print(json.dumps(host_facts(load_config(sys.argv[2]))))
         except ConfigError as exc:
             sys.exit(f"the {sys.argv[2]} configuration is invalid:\n{exc}")
         sys.exit(0)
