@@ -14,7 +14,7 @@ PROJECT = Path(__file__).parents[1]
 sys.path.insert(0, str(PROJECT / "deploy"))
 
 import nginx_conf
-from ship import fleet{{ ', plan' if cookiecutter.database != 'none' }}
+from ship import fleet, local{{ ', plan' if cookiecutter.database != 'none' }}
 from ship.messages import ShipError
 from ship.remote import Remote
 from ship.settings import Project, parse_hosts, read
@@ -130,6 +130,19 @@ def test_values_reach_the_host_as_data(settings):
     words = shlex.split(line.split(" && ", 1)[1])
     assert words[-2:] == ["exec", "a b'c"] and "APP_ENV=prod" in words and "DEPLOY_WHO=me@laptop" in words
     assert "SKIP_RELEASE_COMMAND=1" in remote(settings).line("deploy", (), False, False, "0", {"SKIP_RELEASE_COMMAND": "1"})
+
+
+def test_each_hosts_lean_upload_is_made_from_its_own_facts():
+    command, out = local.lean_command(Path("build/app-0.2.0.tar.gz"), "web1")
+    assert shlex.join(command) == (".venv/bin/python deploy/pack.py lean build/app-0.2.0.tar.gz "
+                                   "build/hosts/web1.facts build/hosts/web1.upload.tar.gz")
+    assert out == Path("build/hosts/web1.upload.tar.gz")
+
+
+def test_a_lean_upload_that_cannot_be_made_ahead_is_left_to_the_send(tmp_path, monkeypatch):
+    """No venv here, or pack.py failing: None, and send_release makes it, saying why."""
+    monkeypatch.chdir(tmp_path)
+    assert local.lean_all({"web1": tmp_path / "none.tar.gz"}) == {"web1": None}
 
 
 def test_batches_and_the_first_host_alone_with_a_release_command():

@@ -30,6 +30,7 @@ class Host:
     remote: Remote
     target: str = ""
     release: object = None  # the tarball packed for its target
+    lean: object = None  # its lean upload, made while the tests ran (None: made when it is sent)
     old: str = "?"
     new: str = "?"
     result: str = "not reached"
@@ -111,7 +112,11 @@ class Fleet:
                 f"for {h.target}")
 
     def packed(self, with_tests: bool) -> None:
-        releases = local.test_and_pack(self.settings, [h.target for h in self.hosts], with_tests)
+        def lean_uploads(packed: dict) -> None:
+            leaned = local.lean_all({h.remote.host: packed[h.target] for h in self.hosts})
+            for host in self.hosts:
+                host.lean = leaned[host.remote.host]
+        releases = local.test_and_pack(self.settings, [h.target for h in self.hosts], with_tests, then=lean_uploads)
         for host in self.hosts:
             host.release = releases[host.target]
 
@@ -143,7 +148,7 @@ def deploy_one(fleet: Fleet, host: Host, skip_release_command: bool) -> int:
     started = time.monotonic()
     env = {"SKIP_RELEASE_COMMAND": "1"} if skip_release_command else {}
     try:
-        answer = local.send_release(fleet.settings, host.remote, host.release, "deploy", env=env)
+        answer = local.send_release(fleet.settings, host.remote, host.release, "deploy", env=env, leaned=host.lean)
         code, result = answer.status, answer.result
     except ShipError as failed:
         if str(failed):
@@ -212,7 +217,7 @@ def copy(settings: Settings, names: list[str]) -> int:
             if fleet.several:
                 say(f"==> {host.name}")
             try:
-                code = local.send_release(settings, host.remote, host.release, "install").status
+                code = local.send_release(settings, host.remote, host.release, "install", leaned=host.lean).status
             except ShipError as refused:
                 if str(refused):
                     say(f"error: {refused}", err=True)

@@ -71,10 +71,11 @@ def pack(settings: Settings, wanted: list[str]) -> dict[str, Path]:
     return {t: Path(packed[t]) for t in wanted}
 
 
-def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True) -> dict[str, Path]:
+def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True, then=None) -> dict[str, Path]:
     """make test (every config, then the tests) and the pack, side by side: they do not
     depend on each other, and together take about what the tests do. The venv first: both
-    would otherwise run pip in it at once after a requirements change."""
+    would otherwise run pip in it at once after a requirements change. THEN(packed), if
+    given, runs after the pack, while the tests may still run."""
     started = time.monotonic()
     if make(settings, "venv") != 0:
         raise ShipError(message("local_failed", step="venv"), 1)
@@ -97,6 +98,8 @@ def test_and_pack(settings: Settings, wanted: list[str], with_tests: bool = True
         releases = len(set(packed.values()))
         say(f"  pack: {took(packing)}" + (f" ({releases} release(s) for {len(packed)} target(s))"
                                           if len(set(wanted)) > 1 or settings.hosts else ""))
+        if then is not None:
+            then(packed)
     finally:
         if thread:
             thread.join()
@@ -114,23 +117,46 @@ def upload_name(settings: Settings) -> str:
             f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.tar.gz")
 
 
-def lean(settings: Settings, release: Path, host: str) -> Path:
-    """The release minus the wheels the host's cache holds (deploy/pack.py lean)."""
+def lean_command(release: Path, host: str) -> tuple[list[str], Path]:
+    """deploy/pack.py lean: the release minus the wheels the host's cache holds; and its output."""
     out = facts_file(host).with_suffix(".upload.tar.gz")
-    python = str(Path(".venv/bin/python"))
-    done = subprocess.run([python, "deploy/pack.py", "lean", str(release), str(facts_file(host)), str(out)],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
+    return [str(Path(".venv/bin/python")), "deploy/pack.py", "lean", str(release), str(facts_file(host)), str(out)], out
+
+
+def lean(settings: Settings, release: Path, host: str) -> Path:
+    command, out = lean_command(release, host)
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         raise ShipError("", done.returncode)
     return out
 
 
-def send_release(settings: Settings, remote: Remote, release: Path, command: str, env: dict | None = None):
-    """Upload the lean release and run `COMMAND NAME SHA256` on the host; when a cached wheel
-    is gone or bad there (75), the whole release goes up instead. Returns the host's Answer."""
+def lean_all(releases: dict[str, Path]) -> dict[str, Path | None]:
+    """Each host's lean upload ({host: its release}), side by side, while the tests run: {host:
+    the upload, or None where it failed (send_release makes it again, and says why)}."""
+    made: dict[str, Path | None] = {}
+    running = {}
+    for host, release in releases.items():
+        command, made[host] = lean_command(release, host)
+        try:
+            running[host] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL)
+        except OSError:
+            made[host] = None
+    for host, proc in running.items():
+        if proc.wait() != 0:
+            made[host] = None
+    return made
+
+
+def send_release(settings: Settings, remote: Remote, release: Path, command: str, env: dict | None = None,
+                 leaned: Path | None = None):
+    """Upload the lean release (LEANED, when lean_all made it) and run `COMMAND NAME SHA256`
+    on the host; when a cached wheel is gone or bad there (75), the whole release goes up
+    instead. Returns the host's Answer."""
     if not release.is_file():
         raise ShipError(message("no_release_file", release=release), 2)
-    for tarball in (lean(settings, release, remote.host), release):
+    for tarball in (leaned or lean(settings, release, remote.host), release):
         name = upload_name(settings)
         remote.upload(tarball, name)
         answer = remote.run(command, name, hashlib.sha256(tarball.read_bytes()).hexdigest(), report=True, env=env)
