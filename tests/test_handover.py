@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import missing
-from harness.app import App, alive, argv, make, new_app, pids, ppid, wait_for
+from harness.app import App, alive, argv, children, make, new_app, pids, ppid, wait_for
 from harness.load import Load
 
 
@@ -172,6 +172,51 @@ def test_release_failing_after_the_switch_is_switched_back(app: App) -> None:
     assert app.current() != before and app.healthz()["release"] == app.current()
 
 
+HEALTHZ_FAILS_ON_THE_PORT = '''
+import os
+
+from flask import abort, request
+
+from . import release_id
+
+if release_id() != "dev" and not any(k.endswith("_FOREGROUND") for k in os.environ):
+    @app.before_request
+    def _healthz_fails_on_the_port():
+        if request.path == "/healthz":
+            abort(503)
+'''
+
+
+def test_a_new_master_whose_workers_serve_but_fail_healthz_gives_the_old_one_its_workers_back(app: App) -> None:
+    """Forced past the point where the old master's workers stopped (WINCH): the new
+    master's workers all serve, but its /healthz fails on the real port. The deploy gives up
+    within seconds, not the boot timeout, the old master takes its workers back before the
+    new one goes, and no request fails (the load asks for /, which both releases answer)."""
+    before, master = app.current(), app.pid()
+    wsgi = next(app.project.glob("src/*/wsgi.py"))
+    original = wsgi.read_text()
+    try:
+        wsgi.write_text(original + HEALTHZ_FAILS_ON_THE_PORT)
+        make(app.project, "test")
+        with Load(app.port, path="/", **LOAD) as load:
+            load.wait_for(ok=20)
+            result = app.make("deploy", check=False)
+            time.sleep(0.5)
+    finally:
+        wsgi.write_text(original)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert re.search(rf"giving the old master \(pid {master}\) its \d+ worker\(s\) back", out), out
+    assert "did not become healthy" in out and f"switching current back to {before}" in out, out
+    host = float(re.search(r"^\s*host: (\d+\.\d+)s$", out, re.M)[1])
+    assert host < 30, f"the failing new master was waited on for {host:.0f}s"
+    _assert_quiet(load, "a new master failing /healthz after the old workers stopped")
+    assert app.pid() == master and app.healthz()["release"] == before
+    assert children(master), "the old master has no workers"
+    app.make("deploy")
+    assert app.healthz()["release"] == app.current() != before
+
+
 def test_first_deploy_that_cannot_serve_leaves_nothing_running(baked_project, sshd_host, tmp_path_factory,
                                                                request) -> None:
     """Nothing served before: the failure is named, no master lingers, no `current` points at it."""
@@ -267,15 +312,19 @@ def _next_deploy_succeeds(app: App) -> str:
 def test_sigint_during_local_tests_changes_nothing(app: App, tmp_path: Path) -> None:
     before, releases = app.current(), app.releases()
     log = tmp_path / "deploy.log"
-    changed = app.project / "tests" / "sigint-marker.txt"  # a tree not tested yet: the deploy tests it
-    changed.write_text(f"{time.time()}\n")
+    # A tree not tested yet, whose tests take a minute: the SIGINT lands while they run, however
+    # loaded the machine (once it came after a whole deploy had finished).
+    changed = app.project / "tests" / "test_sigint_marker.py"
+    changed.write_text("import time\n\n\ndef test_slow():\n    time.sleep(60)\n")
     with Load(app.port, **LOAD) as load:
+        started = time.monotonic()
         proc = app.popen_make("deploy", log=log)
         try:
             _wait_for_text(log, "test: ok", proc)  # make test checked the configs (dev, prod, test): pytest starts now
             time.sleep(0.3)
             os.killpg(proc.pid, signal.SIGINT)
-            assert proc.wait(60) != 0, log.read_text()
+            sent = time.monotonic() - started
+            assert proc.wait(60) != 0, f"SIGINT sent {sent:.1f}s after the start:\n" + log.read_text()
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -38,6 +38,9 @@ daemon = os.environ.get("{{ cookiecutter.package_name | upper }}_FOREGROUND") !=
 pidfile = os.path.join(_shared, "run", "gunicorn.pid")
 errorlog = os.path.join(_shared, "log", "gunicorn.log")
 accesslog = os.path.join(_shared, "log", "access.log")
+# Made by the host program for a hand-over only: each worker of the new master says here that
+# it serves, and the old master's workers then stop (deploy/host/serve.py: PhaseOut).
+HANDOVER_READY = os.path.join(_shared, "run", "handover.ready")
 loglevel = _config["app"]["log_level"].lower()
 # gunicorn >= 25 opens a control socket at one fixed path per user; apps must not share it.
 control_socket_disable = True
@@ -69,6 +72,18 @@ def when_ready(server):
         except Exception:
             server.log.exception("the app failed to load; stopping")
             server.halt("the app failed to load", 3)
+
+
+def post_worker_init(worker):
+    """This worker serves: one line `master worker workers` in HANDOVER_READY, if it is there."""
+    try:
+        fd = os.open(HANDOVER_READY, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{worker.ppid} {worker.pid} {worker.cfg.workers}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def post_fork(server, worker):

@@ -67,6 +67,20 @@ def test_server_preload_false_lets_each_worker_load_the_app(monkeypatch, umask):
     master = Master(lambda: "the app")
     settings(monkeypatch, ENV="prod", SERVER_PRELOAD="false")["when_ready"](master)
     assert master.loads == 0
+def test_each_worker_says_it_serves_in_the_hand_overs_file_and_only_when_there_is_one(monkeypatch, tmp_path):
+    """The host program makes shared/run/handover.ready for a hand-over only (serve.py: PhaseOut)."""
+    (tmp_path / "run").mkdir()
+    conf = settings(monkeypatch, ENV="test", SHARED_DIR=str(tmp_path))
+    ready = tmp_path / "run" / "handover.ready"
+    worker = SimpleNamespace(ppid=100, pid=101, cfg=SimpleNamespace(workers=2))
+    conf["post_worker_init"](worker)
+    assert not ready.exists(), "a worker made the file itself"
+    ready.write_text("")
+    conf["post_worker_init"](worker)
+    conf["post_worker_init"](SimpleNamespace(ppid=100, pid=102, cfg=SimpleNamespace(workers=2)))
+    assert ready.read_text() == "100 101 2\n100 102 2\n"
+
+
 {%- if cookiecutter.database != "none" %}
 
 

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
 
 from host import PACKAGE, VARS, safe, sandbox
 from host.cli import arg, command
@@ -83,8 +84,8 @@ def cmd_deploy(host: Host, args) -> None:
         raise
     release = host.step("install", install_upload, host, args.upload, args.sha256)
     ensure_local_ini(host)
-    host.step("edge", proxy.apply_edge, host, release)  # [proxy] domain: nginx site and certificate, before the switch
-    activate(host, release, run_release_command=True)
+    # [proxy] domain: nginx site and certificate, before the switch; done while the smoke boot boots.
+    activate(host, release, run_release_command=True, meanwhile=partial(host.step, "edge", proxy.apply_edge, host, release))
     host.step("prune", prune, host.app, host.settings.keep)
     empty_trash(host.app)  # by a process of its own, while the deploy answers
     host.say(f"deployed {release}: serving on port {host.settings.port}")

@@ -56,6 +56,21 @@ def parent_of(pid: int) -> int | None:
     return None
 
 
+def children_of(pid: int) -> set[int]:
+    """The live processes whose parent is PID."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    state, parent = stat.read().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if parent == str(pid) and state != "Z":
+                found.add(int(entry))
+    return found
+
+
 def uptime(pid: int) -> str:
     """How long PID has run, as ps's etime prints it: [[DD-]HH:]MM:SS."""
     try:
@@ -163,12 +178,13 @@ def check_paths(where: str | int, paths: list[str], timeout: float = 30, peer_ui
 
 def wait_healthy(where: str | int, release: str | None, wait: float, interval: float = 0.05,
                  pidfile: Path | None = None, releases: Path | None = None, pidfile_grace: float = 10,
-                 alive=None, peer_uid: int | None = None) -> tuple[bool, str]:
+                 alive=None, peer_uid: int | None = None, tick=None) -> tuple[bool, str]:
     """The one poller of a boot: until /healthz says "ok" (and, with RELEASE, names it) or
     WAIT seconds pass; (healthy, the last answer). With PIDFILE, only while the master
     named there runs, giving up once that master has come and gone (gunicorn halts by
     itself when a worker cannot boot) or has not written its pidfile within PIDFILE_GRACE
-    seconds (it does so before it loads the app). With ALIVE, a function, once it is false."""
+    seconds (it does so before it loads the app). With ALIVE, a function, once it is false.
+    TICK, a function, runs every INTERVAL; it says when to poll."""
     started = time.monotonic()
     deadline = started + wait
     last, seen = "no answer", False
@@ -183,6 +199,11 @@ def wait_healthy(where: str | int, release: str | None, wait: float, interval: f
             else:
                 time.sleep(interval)
                 continue
+        if tick is not None and not tick():
+            if time.monotonic() >= deadline:
+                return False, last
+            time.sleep(interval)
+            continue
         try:
             answer = healthz(where, peer_uid)
             last = json.dumps(answer)

@@ -11,6 +11,7 @@ from host import DIST, VARS, release_config, safe, sandbox
 from host.context import Failure, Host
 from host.procs import (
     check_paths,
+    children_of,
     cmdline,
     is_master,
     master_pid,
@@ -18,6 +19,7 @@ from host.procs import (
     pids_running,
     port_taken,
     read_pid,
+    running,
     signal_quietly,
     stop_pid,
     wait_healthy,
@@ -25,6 +27,8 @@ from host.procs import (
 from host.systemd import Units, quiet, write_units
 
 UNCHANGED = "it was not switched to, and what ran before runs unchanged"
+READY = "run/handover.ready"  # in shared/: each worker of a new master says here that it serves (gunicorn.conf.py)
+PHASED_OUT = "handover"  # in state/: `OLD WORKER…` while the old master's workers are stopped for the new one
 
 
 def gunicorn(release: Path) -> list[str]:
@@ -73,11 +77,12 @@ def master(host: Host, pidfile: Path | None = None) -> int | None:
     return master_pid(pidfile or host.pidfile, host.releases)
 
 
-def healthy(host: Host, release: str, pidfile: Path) -> bool:
+def healthy(host: Host, release: str, pidfile: Path, phase_out: "PhaseOut | None" = None) -> bool:
     """/healthz on PORT names RELEASE while the master in PIDFILE runs (a restart keeps the
     release: the old master's answer alone proves nothing)."""
     ok, _ = wait_healthy(host.settings.port, release, host.settings.boot_timeout, pidfile=pidfile,
-                         releases=host.releases)
+                         releases=host.releases, **({"tick": phase_out.tick, "interval": phase_out.INTERVAL,
+                                                     "alive": phase_out.within_grace} if phase_out else {}))
     return ok
 
 
@@ -164,7 +169,9 @@ def app_uid(host: Host) -> int:
     return owner[0] if owner else os.getuid()
 
 
-def smoke_boot(host: Host, release: str) -> None:
+def smoke_boot(host: Host, release: str, meanwhile=None) -> None:
+    """The release on a private socket, answering /healthz, or refused; MEANWHILE() runs while
+    it boots (a failure there stops it: Host.finish)."""
     directory, sock = host.releases / release, smoke_socket(host)
     pidfile, smoke_log = sock.with_name("smoke.pid"), host.log_dir / "smoke.log"
     safe.make_dir(host.shared, "run/smoke", 0o700, host.app_owner())
@@ -192,6 +199,8 @@ def smoke_boot(host: Host, release: str) -> None:
         host.smoke.unit = sandboxed
     finally:
         os.close(log)
+    if meanwhile is not None:
+        meanwhile()
     ok, _ = wait_healthy(str(sock), release, host.settings.boot_timeout, alive=lambda: host.smoke.poll() is None,
                          peer_uid=app_uid(host))
     if not ok:
@@ -291,12 +300,88 @@ def switch_to(host: Host, release: str, bridge: bool = True) -> None:
     relink(host.current, f"releases/{release}")
 
 
+def every_worker_serves(lines: str, new: int, alive) -> bool:
+    """Do the lines of READY (`master worker workers`: a worker's parent, its pid and how
+    many workers that master runs) say that every worker of the master NEW serves? ALIVE(pid):
+    that worker still runs, as NEW's child."""
+    ready, wanted = set(), 0
+    for line in lines.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(field.isdigit() for field in fields) and int(fields[0]) == new \
+                and alive(int(fields[1])):
+            ready.add(int(fields[1]))
+            wanted = int(fields[2])
+    return wanted > 0 and len(ready) >= wanted
+
+
+def phased_out(record: str | None, old: int) -> set[int]:
+    """The workers the record in state/PHASED_OUT says OLD stopped for a hand-over; none when
+    it names another master (one long gone: pids are reused)."""
+    fields = (record or "").split()
+    if len(fields) < 2 or not all(field.isdigit() for field in fields) or int(fields[0]) != old:
+        return set()
+    return {int(field) for field in fields[1:]}
+
+
+class PhaseOut:
+    """Once every worker of the new master serves, the old master's workers stop (WINCH), and
+    the health check's requests reach the new ones: the old workers wait first in the socket's
+    queue and would answer them all. The old master keeps the socket, and takes its workers
+    back (give_back) if the new master fails after all: within GRACE seconds, since it alone
+    takes the requests now."""
+
+    INTERVAL = 0.01  # between looks at READY; /healthz every POLL_EVERY of them until the WINCH, then every one
+    POLL_EVERY = 5
+    GRACE = 2.0
+
+    def __init__(self, host: Host, old: int, second: Path):
+        self.host, self.old, self.second, self.done, self.ticks = host, old, second, False, 0
+        self.winched: float | None = None
+
+    def within_grace(self) -> bool:
+        return self.winched is None or time.monotonic() < self.winched + self.GRACE
+
+    def tick(self) -> bool:
+        """Poll /healthz now?"""
+        self.ticks += 1
+        if self.done:
+            return True
+        new = master(self.host, self.second)
+        lines = safe.read_text(self.host.shared, READY, limit=1 << 16) if new else None
+        if lines and every_worker_serves(lines, new, lambda pid: parent_of(pid) == new and running(pid)):
+            workers = children_of(self.old) - {new}
+            if workers:
+                safe.write_text(self.host.state, PHASED_OUT, " ".join(map(str, [self.old, *sorted(workers)])) + "\n")
+                signal_quietly(self.old, signal.SIGWINCH)
+                self.winched = time.monotonic()
+            self.done = True
+        return self.ticks % self.POLL_EVERY == 0
+
+
+def give_back(host: Host, old: int, child: int | None) -> None:
+    """OLD gets back as many workers as it stopped for a hand-over (state/PHASED_OUT): one
+    TTIN at a time (signals of one kind do not queue), each waited for."""
+    stopped = phased_out(safe.read_text(host.state, PHASED_OUT, limit=4096), old)
+    if stopped:
+        host.say(f"  giving the old master (pid {old}) its {len(stopped)} worker(s) back")
+    deadline = time.monotonic() + host.settings.boot_timeout
+    for _ in stopped:
+        had = len(children_of(old) - stopped - {child})
+        signal_quietly(old, signal.SIGTTIN)
+        while len(children_of(old) - stopped - {child}) <= had and running(old) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    safe.unlink(host.state, PHASED_OUT)
+
+
 def stop_handover_child(host: Host, pid: int) -> None:
     """A hand-over interrupted for good (the deploy killed between USR2 and TERM) leaves the
     new master running as a child of the old one, which then ignores every USR2 ("Child
-    exists"). Stop that child: its parent still serves, so no request is lost."""
+    exists"). Stop that child: its parent serves, with its workers given back first if the
+    hand-over had stopped them, so no request is lost."""
     child = read_pid(Path(f"{host.pidfile}.2"))
-    if is_master(child, host.releases) and parent_of(child) == pid:
+    child = child if is_master(child, host.releases) and parent_of(child) == pid else None
+    give_back(host, pid, child)
+    if child:
         host.say(f"stopping pid {child}, the new master of an unfinished hand-over")
         stop_pid(child, host.settings.stop_timeout, host.say)
 
@@ -380,8 +465,12 @@ def handover(host: Host, release: str) -> None:
         return
     second = Path(f"{host.pidfile}.2")
     safe.unlink(host.shared, "run/gunicorn.pid.2")
+    safe.write_text(host.shared, READY, "", 0o600, host.app_owner())
     os.kill(old, signal.SIGUSR2)
-    if not healthy(host, release, second):
+    took_over = healthy(host, release, second, PhaseOut(host, old, second))
+    safe.unlink(host.shared, READY)
+    if not took_over:
+        give_back(host, old, master(host, second))  # before the new master goes: no request waits
         new = master(host, second)
         if new:
             stop_pid(new, host.settings.stop_timeout, host.say)
@@ -399,17 +488,18 @@ def handover(host: Host, release: str) -> None:
     # TERM, and no waiting: the old master finishes its requests while the new one serves
     # (the next hand-over waits for it, if it comes that soon).
     signal_quietly(old, signal.SIGTERM)
+    safe.unlink(host.state, PHASED_OUT)
 
 
-def activate(host: Host, release: str, run_release_command: bool = False) -> None:
-    """Smoke-boot, [the release command,] the smoke paths, switch, hand over; a failure after
-    the switch is put back (Host.finish)."""
+def activate(host: Host, release: str, run_release_command: bool = False, meanwhile=None) -> None:
+    """Smoke-boot (MEANWHILE() while it boots), [the release command,] the smoke paths,
+    switch, hand over; a failure after the switch is put back (Host.finish)."""
     from host.accounts import ensure_app_user
     from host.processes import apply, prepare
     ensure_app_user(host)
     if host.service.kind != "daemon":
         write_unit(host)  # settings may have changed
-    host.step("smoke_boot", smoke_boot, host, release)
+    host.step("smoke_boot", smoke_boot, host, release, meanwhile)
     command, paths = release_settings(host, release)  # after the boot: a bad config fails there, in the app's words
     # Workers and jobs: refused here, before the release command changes anything.
     spec = prepare(host, release)

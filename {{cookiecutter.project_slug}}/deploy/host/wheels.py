@@ -94,11 +94,19 @@ def retarget_script(data: bytes, old_python: str, new_python: str) -> bytes | No
     return None
 
 
-def link_distribution(old: dict[str, str], new: dict[str, str], dist_info: str) -> int:
+def make_dirs(path: Path, made: set[Path]) -> None:
+    """PATH and its parents, each asked of the file system once per install (MADE)."""
+    if path not in made:
+        path.mkdir(parents=True, exist_ok=True)
+        made.add(path)
+
+
+def link_distribution(old: dict[str, str], new: dict[str, str], dist_info: str, made: set[Path] | None = None) -> int:
     """Put one distribution of the old venv into the new one, as its RECORD lists its files
     (and their .pyc); its RECORD rewritten where a script changed. Returns files placed; on
     an error, removes those it placed (then it is installed afresh). Never writes into an
-    existing file: that could be a link to the old release's."""
+    existing file: that could be a link to the old release's. MADE: the folders made so far."""
+    made = set() if made is None else made
     old_site, new_site = Path(old["purelib"]), Path(new["purelib"])
     old_root, new_root = Path(old["data"]), Path(new["data"])
     old_python, new_python = str(Path(old["scripts"]) / "python"), str(Path(new["scripts"]) / "python")
@@ -112,7 +120,7 @@ def link_distribution(old: dict[str, str], new: dict[str, str], dist_info: str) 
             if not source.is_relative_to(old_root):
                 raise OSError(f"{row[0]} of {dist_info} is outside its venv")
             target = new_root / source.relative_to(old_root)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(target.parent, made)
             data = source.read_bytes() if source.parent == Path(old["scripts"]) else None
             script = data is not None and retarget_script(data, old_python, new_python)
             if script:
@@ -123,7 +131,7 @@ def link_distribution(old: dict[str, str], new: dict[str, str], dist_info: str) 
             placed.append(target)
             if source.suffix == ".py" and os.path.exists(pyc := cache_from_source(str(source))):
                 target_pyc = Path(cache_from_source(str(target)))
-                target_pyc.parent.mkdir(exist_ok=True)
+                make_dirs(target_pyc.parent, made)
                 readonly_link(Path(pyc), target_pyc)
                 placed.append(target_pyc)
         out = io.StringIO()
@@ -212,12 +220,12 @@ def fill(release: Path, previous: Path | None) -> dict:
     new = scheme(venv, "_")
     reusable = read_map(previous) if previous else {}
     old = scheme(previous, "_") if previous else {}
-    lines, linked, installed, compiled, placed = [], [], [], [], 0
+    lines, linked, installed, compiled, placed, made = [], [], [], [], 0, set()
     for wheel, digest in release_wheels(release):
         if digest in reusable and reusable[digest][0] == wheel:
             dist_info = reusable[digest][1]
             try:
-                placed += link_distribution(old, new, dist_info)
+                placed += link_distribution(old, new, dist_info, made)
                 linked.append(wheel)
                 lines.append(f"{digest} {wheel} {dist_info}")
                 continue
