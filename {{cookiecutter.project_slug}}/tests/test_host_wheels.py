@@ -106,3 +106,18 @@ def test_the_venv_scheme_is_the_venvs_own_folders(tmp_path):
     assert paths["purelib"] == str(tmp_path / "lib" / version / "site-packages")
     assert paths["scripts"] == str(tmp_path / "bin") and paths["data"] == str(tmp_path)
     assert os.path.commonpath([paths["headers"], str(tmp_path)]) == str(tmp_path)
+
+
+@pytest.mark.parametrize("files", [3, 200])
+def test_every_file_added_is_compiled_by_the_end_alone_or_in_the_pool(tmp_path, files):
+    """A few files are compiled here; many go to a pool of processes while more are added."""
+    sources = [tmp_path / f"m{n}.py" for n in range(files)]
+    for path in sources:
+        path.write_text(f"x = {len(path.name)}\n")
+    (tmp_path / "broken.py").write_text("def (:\n")  # skipped, as pip skips it
+    compiler = wheels.Compiler()
+    compiler.add([str(p) for p in sources[: files // 2]] + [str(tmp_path / "broken.py")])
+    compiler.add([str(p) for p in sources[files // 2:]])
+    compiler.finish()
+    assert all(Path(wheels.cache_from_source(str(p))).is_file() for p in sources)
+    assert (compiler.pool is not None) == (files >= wheels.Compiler.MANY and compiler.workers > 1)

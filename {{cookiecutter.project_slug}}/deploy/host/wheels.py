@@ -10,8 +10,8 @@ files made read-only first (no two releases share a file that can change: Python
 .pyc with a new file, never in place), scripts written anew for this venv's python. Only the
 new and changed wheels are installed, and what the new release no longer has is not there.
 What it installed is byte-compiled, as pip does (a root-owned venv cannot be compiled later
-by the app), on every CPU. Prints one line of JSON; a wheel that cannot be installed is one
-sentence on stderr, exit 3.
+by the app), on every CPU, while the rest unpacks. Prints one line of JSON; a wheel that
+cannot be installed is one sentence on stderr, exit 3.
 """
 import base64
 import csv
@@ -199,19 +199,50 @@ def compile_one(path: str) -> None:
         pass  # pip skips a module it cannot compile too (a Python 2 leftover, a template)
 
 
-def compile_all(paths: list[str]) -> None:
-    """Byte-compile PATHS as pip does (timestamp .pyc), on every CPU when there are many."""
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
-    if workers < 2 or len(paths) < 64:
-        for path in paths:
-            compile_one(path)
-        return
-    import concurrent.futures
-    import multiprocessing
+class Compiler:
+    """Byte-compiles as pip does (timestamp .pyc), while the wheels are still being unpacked:
+    once MANY files wait, in a pool of processes, one per CPU, fed CHUNK files at a time."""
 
-    context = multiprocessing.get_context("fork")  # no re-import of this program per worker
-    with concurrent.futures.ProcessPoolExecutor(workers + 1, mp_context=context) as pool:
-        list(pool.map(compile_one, sorted(paths, key=os.path.getsize, reverse=True), chunksize=8))
+    MANY, CHUNK = 64, 16
+
+    def __init__(self) -> None:
+        self.waiting: list[str] = []
+        self.pool = None
+        self.jobs: list = []
+        self.workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
+
+    def add(self, paths: list[str]) -> None:
+        self.waiting.extend(paths)
+        if self.pool is None:
+            if self.workers < 2 or len(self.waiting) < self.MANY:
+                return
+            import concurrent.futures
+            import multiprocessing
+
+            context = multiprocessing.get_context("fork")  # no re-import of this program per worker
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+        for at in range(0, len(self.waiting), self.CHUNK):
+            self.jobs.append(self.pool.submit(compile_many, self.waiting[at:at + self.CHUNK]))
+        self.waiting = []
+
+    def finish(self) -> None:
+        """Every file added is compiled."""
+        if self.pool is None:
+            compile_many(self.waiting)
+            return
+        self.add([])
+        for job in self.jobs:
+            job.result()
+        self.close()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def compile_many(paths: list[str]) -> None:
+    for path in paths:
+        compile_one(path)
 
 
 def fill(release: Path, previous: Path | None) -> dict:
@@ -221,21 +252,27 @@ def fill(release: Path, previous: Path | None) -> dict:
     reusable = read_map(previous) if previous else {}
     old = scheme(previous, "_") if previous else {}
     lines, linked, installed, compiled, placed, made = [], [], [], [], 0, set()
-    for wheel, digest in release_wheels(release):
-        if digest in reusable and reusable[digest][0] == wheel:
-            dist_info = reusable[digest][1]
-            try:
-                placed += link_distribution(old, new, dist_info, made)
-                linked.append(wheel)
-                lines.append(f"{digest} {wheel} {dist_info}")
-                continue
-            except (OSError, ValueError, IndexError, csv.Error):
-                pass  # its files here were removed: installed afresh below
-        dist_info = install_wheel(release / "wheels" / wheel, venv, compiled)
-        installed.append(wheel)
-        lines.append(f"{digest} {wheel} {dist_info}")
-    unpacked = time.monotonic()
-    compile_all(compiled)
+    compiler = Compiler()
+    try:
+        for wheel, digest in release_wheels(release):
+            if digest in reusable and reusable[digest][0] == wheel:
+                dist_info = reusable[digest][1]
+                try:
+                    placed += link_distribution(old, new, dist_info, made)
+                    linked.append(wheel)
+                    lines.append(f"{digest} {wheel} {dist_info}")
+                    continue
+                except (OSError, ValueError, IndexError, csv.Error):
+                    pass  # its files here were removed: installed afresh below
+            before = len(compiled)
+            dist_info = install_wheel(release / "wheels" / wheel, venv, compiled)
+            compiler.add(compiled[before:])
+            installed.append(wheel)
+            lines.append(f"{digest} {wheel} {dist_info}")
+        unpacked = time.monotonic()
+        compiler.finish()
+    finally:
+        compiler.close()
     (venv / MAP).write_text("".join(line + "\n" for line in lines))
     return {"linked": len(linked), "files_linked": placed, "installed": installed, "compiled": len(compiled),
             "unpack_s": round(unpacked - started, 3), "compile_s": round(time.monotonic() - unpacked, 3)}
