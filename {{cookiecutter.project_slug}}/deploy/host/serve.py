@@ -435,7 +435,9 @@ def wait_for_previous_master(host: Host, old: int) -> None:
 
 def handover(host: Host, release: str) -> None:
     """USR2: the old master forks a new one that runs `current` (pre_exec in gunicorn.conf.py);
-    both share the listening socket, so no request is refused."""
+    both share the listening socket, so no request is refused. Once every worker of the new
+    master serves, the old workers stop (PhaseOut); once /healthz names the release, the old
+    master goes."""
     old = master(host)
     if not old:
         start_fresh(host, release)
