@@ -327,12 +327,12 @@ class PhaseOut:
     """Once every worker of the new master serves, the old master's workers stop (WINCH), and
     the health check's requests reach the new ones: the old workers wait first in the socket's
     queue and would answer them all. The old master keeps the socket, and takes its workers
-    back (give_back) if the new master fails after all: within GRACE seconds, since it alone
-    takes the requests now."""
+    back (give_back) if the new master fails after all: it must answer within GRACE seconds,
+    since it alone takes the requests now (a slow first request, a loaded machine: not 2 s)."""
 
     INTERVAL = 0.01  # between looks at READY; /healthz every POLL_EVERY of them until the WINCH, then every one
     POLL_EVERY = 5
-    GRACE = 2.0
+    GRACE = 10.0
 
     def __init__(self, host: Host, old: int, second: Path):
         self.host, self.old, self.second, self.done, self.ticks = host, old, second, False, 0
