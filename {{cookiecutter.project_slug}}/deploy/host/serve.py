@@ -350,8 +350,11 @@ class PhaseOut:
         lines = safe.read_text(self.host.shared, READY, limit=1 << 16) if new else None
         if lines and every_worker_serves(lines, new, lambda pid: parent_of(pid) == new and running(pid)):
             workers = children_of(self.old) - {new}
-            if workers:
+            try:  # no record (a full disk): no WINCH, and the wait is as it was before
                 safe.write_text(self.host.state, PHASED_OUT, " ".join(map(str, [self.old, *sorted(workers)])) + "\n")
+            except OSError:
+                workers = set()
+            if workers:
                 signal_quietly(self.old, signal.SIGWINCH)
                 self.winched = time.monotonic()
             self.done = True
@@ -467,7 +470,10 @@ def handover(host: Host, release: str) -> None:
         return
     second = Path(f"{host.pidfile}.2")
     safe.unlink(host.shared, "run/gunicorn.pid.2")
-    safe.write_text(host.shared, READY, "", 0o600, host.app_owner())
+    try:
+        safe.write_text(host.shared, READY, "", 0o600, host.app_owner())
+    except OSError:
+        pass  # (a full disk) no worker says it serves: the old workers stay until the old master goes
     os.kill(old, signal.SIGUSR2)
     took_over = healthy(host, release, second, PhaseOut(host, old, second))
     safe.unlink(host.shared, READY)
