@@ -38,6 +38,9 @@ import installs  # noqa: E402  (bench/installs.py, next to this file)
 import traffic  # noqa: E402  (bench/traffic.py)
 from plot import Timeline, draw  # noqa: E402  (bench/plot.py, next to this file)
 
+# What it runs keeps its compiled modules, as on a developer's machine (tests/conftest.py).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 THREADS = 8  # hand-over load: tests/harness/load.py threads, a new connection per request
 STEADY_SECONDS = 2.0  # load before the first command: the steady state each scenario is set against
 WRK_SECONDS = 5  # each wrk run
