@@ -164,9 +164,11 @@ def processes(*words: str) -> list[int]:
 
 
 def wait_for_process(*words: str, seconds: float = 60) -> int:
+    """A live process with WORDS: one whose command line still reads (not one mid-exec, as
+    Debian's pg_wrapper is when it becomes the real pg_dump, or one that just exited)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        found = processes(*words)
+        found = [pid for pid in processes(*words) if all(word in cmdline(pid) for word in words)]
         if found:
             return found[0]
         time.sleep(0.01)
@@ -309,9 +311,9 @@ def test_postgresql_url_set_on_the_host_migrates_and_keeps_data(pg_project, post
         assert holder.stdout.readline().strip() == "locked"
         backup = app.popen_make("db-backup", log=pg_project / "db-backup.log")
         try:
-            dump = wait_for_process("pg_dump", "--format=custom", seconds=60)
+            dump = wait_for_process("pg_dump", "--format=custom", "127.0.0.1", seconds=60)
             seen = [line for line in (cmdline(pid) for pid in processes("")) if password in line]
-            assert "127.0.0.1" in cmdline(dump) and password not in cmdline(dump)
+            assert password not in cmdline(dump), cmdline(dump)
             assert seen == [], seen
         finally:
             holder.stdin.close()  # the lock goes: the backup finishes
