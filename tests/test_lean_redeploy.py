@@ -11,6 +11,7 @@ import hashlib
 import re
 import subprocess
 import tarfile
+from importlib.util import cache_from_source
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,22 @@ def test_a_corrupt_cache_entry_is_caught_and_sent_again(app):
     assert app.release() == app.current()
 
 
+def test_a_second_app_on_the_host_links_its_first_deploy_from_the_hosts_store(app, sshd_host, tmp_path_factory, request):
+    other = new_app(app.project, sshd_host, tmp_path_factory, request)
+    result = other.deploy()
+    release = other.dir / "releases" / other.current()
+    dependencies = [w for w in (release / "wheels").glob("*.whl") if not w.name.startswith(("my_flask_app-", "installer-"))]
+    took = re.search(r"installed release \S+ \((\d+) linked from this host's store, 1 installed, (\d+) files compiled", result.stdout)
+    assert took and int(took[1]) == len(dependencies), result.stdout  # only the app's own wheel is installed
+    # the same read-only files as the first app's, compiled once
+    sites = [next((a.dir / "current" / "venv" / "lib").glob("python*/site-packages")) for a in (app, other)]
+    for name in ("flask/app.py", "sqlalchemy/orm/session.py"):
+        mine = sites[1] / name
+        assert mine.samefile(sites[0] / name) and mine.stat().st_mode & 0o222 == 0, name
+        assert Path(cache_from_source(str(mine))).is_file(), name
+    assert "prod: ok" in other.make("exec", CMD="my_flask_app check-config --env prod").stdout
+
+
 def in_venv(app, release: str, code: str) -> str:
     """What CODE prints in that release's own venv (the host is this machine)."""
     python = app.dir / "releases" / release / "venv" / "bin" / "python"
@@ -108,7 +125,8 @@ def test_an_added_a_bumped_and_a_removed_dependency_and_a_rollback(app):
         result = app.deploy()
         _, wheels = uploaded(app)
         assert sorted(w.split("-")[0] for w in wheels) == ["click", "my_flask_app", "six"], wheels
-        assert re.search(r"\(\d+ linked from \S+, 3 installed, ", result.stdout), result.stdout
+        took = re.search(r"\(\d+ linked from \S+, (?:(\d+) linked from this host's store, )?(\d+) installed, ", result.stdout)
+        assert took and int(took[1] or 0) + int(took[2]) == 3, result.stdout  # the store may hold the new ones
         second = app.current()
         assert in_venv(app, second, VERSIONS).split("\n") == ["click 8.1.8", "six 1.17.0"]
         site = next((app.dir / "releases" / second / "venv" / "lib").glob("python*/site-packages"))

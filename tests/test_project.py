@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make
+from harness.app import wait_for
 from harness.release import install_as_the_host
 
 # The local targets and those that upload; the host commands (start, stop, …) are read from
@@ -295,7 +296,9 @@ def test_offline_install_from_the_release_wheels(release, baked_project, tmp_pat
     _, package, _ = names(baked_project)
     unpacked = tmp_path / "release"
     shutil.copytree(release.root, unpacked)
-    env = offline_env()
+    home = tmp_path / "home"  # a fresh host's account: an empty store
+    home.mkdir(mode=0o700)
+    env = {**offline_env(), "HOME": str(home)}
     run = dict(check=True, env=env, cwd=tmp_path, capture_output=True, text=True)
     filled = install_as_the_host(unpacked, env)
     venv = unpacked / "venv"
@@ -314,6 +317,21 @@ def test_offline_install_from_the_release_wheels(release, baked_project, tmp_pat
     site = next((venv / "lib").glob("python*/site-packages"))
     modules = [p for p in (site / package).rglob("*.py")]
     assert modules and all(Path(importlib.util.cache_from_source(str(p))).is_file() for p in modules)
+
+    # another app of this account with the same wheels links them all from the host's store
+    store = home / ".cache" / "cookiecutter-flask-deploy" / "installed"
+    wait_for(lambda: len(list(store.glob("v1/*/*/installed.txt"))) == len(shipped), 30,
+             "every wheel of the first install in the store (its child adds them)")
+    other = tmp_path / "other"
+    shutil.copytree(release.root, other)
+    again = install_as_the_host(other, env)
+    assert (again["stored"], again["installed"], again["compiled"]) == (len(shipped), [], 0), again
+    other_site = next((other / "venv" / "lib").glob("python*/site-packages"))
+    module = next((other_site / package).rglob("*.py"))
+    assert module.samefile(site / module.relative_to(other_site)) and module.stat().st_mode & 0o222 == 0
+    assert Path(importlib.util.cache_from_source(str(module))).is_file()
+    shutil.rmtree(store)  # a cache: the venvs keep their links
+    assert subprocess.run([other / "venv/bin/python", "-c", code], **run).stdout.startswith(str(other / "venv"))
 
 
 # --- make help and make variables ---------------------------------------------------

@@ -202,6 +202,7 @@ def build_venv(release: Path, python: str, app_dir: Path) -> str:
                       "nothing was activated")
     done = json.loads(filled.stdout.strip().splitlines()[-1])
     linked = f"{done['linked']} linked from {previous.parent.name}, " if done["linked"] else ""
+    linked += f"{done['stored']} linked from this host's store, " if done["stored"] else ""
     return (f" ({linked}{len(done['installed'])} installed, {done['compiled']} files compiled: "
             f"unpack {done['unpack_s']}s, compile {done['compile_s']}s)")
 

@@ -9,22 +9,28 @@ is taken from that release's venv, file by file as its RECORD lists them: hard l
 files made read-only first (no two releases share a file that can change: Python replaces a
 .pyc with a new file, never in place), scripts written anew for this venv's python. Only the
 new and changed wheels are installed, and what the new release no longer has is not there.
-What it installed is byte-compiled, as pip does (a root-owned venv cannot be compiled later
-by the app), on every CPU, while the rest unpacks. Prints one line of JSON; a wheel that
-cannot be installed is one sentence on stderr, exit 3.
+Next comes the host's store (host/store.py): what this account installed already, for any
+app with this Python, is linked from there the same way. What it installed is byte-compiled,
+as pip does (a root-owned venv cannot be compiled later by the app), on every CPU, while the
+rest unpacks. Prints one line of JSON, then adds what it installed to the store in a child
+of its own; a wheel that cannot be installed is one sentence on stderr, exit 3.
 """
 import base64
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
 import py_compile
+import shutil
 import sys
 import sysconfig
 import time
 from importlib.util import cache_from_source
 from pathlib import Path
+
+from host.store import Store
 
 MAP = "installed-wheels.txt"  # in each venv: `sha256 wheel dist-info` for every wheel in it
 INSTALLER_TAG = b"cookiecutter-flask-deploy (installer)\n"
@@ -245,44 +251,87 @@ def compile_many(paths: list[str]) -> None:
         compile_one(path)
 
 
-def fill(release: Path, previous: Path | None) -> dict:
+def fill(release: Path, previous: Path | None, home: str | None = None) -> tuple[dict, object]:
+    """RELEASE/venv filled; what was done, and the store's donation still to run (or None)."""
     venv = release / "venv"
     started = time.monotonic()
     new = scheme(venv, "_")
     reusable = read_map(previous) if previous else {}
     old = scheme(previous, "_") if previous else {}
-    lines, linked, installed, compiled, placed, made = [], [], [], [], 0, set()
+    store = Store.beside(venv, home)
+    lines, linked, stored, fresh, installed, compiled, placed, made = [], [], [], [], [], [], 0, set()
     compiler = Compiler()
     try:
-        for wheel, digest in release_wheels(release):
-            if digest in reusable and reusable[digest][0] == wheel:
-                dist_info = reusable[digest][1]
-                try:
-                    placed += link_distribution(old, new, dist_info, made)
-                    linked.append(wheel)
+        with store.locked() if store else contextlib.nullcontext():
+            for wheel, digest in release_wheels(release):
+                # the running release's files first, then the store's: else installed afresh
+                here = [(old, reusable[digest][1], linked)] if reusable.get(digest, ("",))[0] == wheel else []
+                if store and (dist_info := store.find(digest, wheel)):
+                    here.append((entry_scheme(store, digest), dist_info, stored))
+                for source, dist_info, into in here:
+                    try:
+                        placed += link_distribution(source, new, dist_info, made)
+                    except (OSError, ValueError, IndexError, csv.Error):
+                        continue  # its files there were removed
+                    into.append(wheel)
                     lines.append(f"{digest} {wheel} {dist_info}")
-                    continue
-                except (OSError, ValueError, IndexError, csv.Error):
-                    pass  # its files here were removed: installed afresh below
+                    break
+                else:
+                    fresh.append((wheel, digest))
+        for wheel, digest in fresh:
             before = len(compiled)
             dist_info = install_wheel(release / "wheels" / wheel, venv, compiled)
             compiler.add(compiled[before:])
-            installed.append(wheel)
+            installed.append((wheel, digest, dist_info))
             lines.append(f"{digest} {wheel} {dist_info}")
         unpacked = time.monotonic()
         compiler.finish()
     finally:
         compiler.close()
     (venv / MAP).write_text("".join(line + "\n" for line in lines))
-    return {"linked": len(linked), "files_linked": placed, "installed": installed, "compiled": len(compiled),
-            "unpack_s": round(unpacked - started, 3), "compile_s": round(time.monotonic() - unpacked, 3)}
+    report = {"linked": len(linked), "stored": len(stored), "files_linked": placed,
+              "installed": [wheel for wheel, _, _ in installed], "compiled": len(compiled),
+              "unpack_s": round(unpacked - started, 3), "compile_s": round(time.monotonic() - unpacked, 3)}
+    return report, (lambda: donate(store, new, installed)) if store and installed else None
+
+
+def entry_scheme(store: Store, digest: str) -> dict[str, str]:
+    return scheme(store.entry(digest), "_")
+
+
+def donate(store: Store, new: dict[str, str], installed: list[tuple[str, str, str]]) -> None:
+    """What this venv installed afresh joins the host's store (linked, compiled), and the
+    entries no venv links any more go. Never fails the install: the store is a cache."""
+    def metadata(entry: Path, dist_info: str) -> Path:
+        return Path(scheme(entry, "_")["purelib"]) / dist_info / "METADATA"
+
+    try:
+        with store.locked():
+            for wheel, digest, dist_info in installed:
+                if store.find(digest, wheel):
+                    continue
+                shutil.rmtree(store.entry(digest), ignore_errors=True)  # an unfinished one
+                link_distribution(new, entry_scheme(store, digest), dist_info)
+                store.mark(digest, wheel, dist_info)
+            store.prune(metadata)
+    except (OSError, ValueError, IndexError, csv.Error):
+        pass
 
 
 def main(argv: list[str]) -> int:
     release, previous = Path(argv[0]), (Path(argv[1]) if argv[1] != "-" else None)
     try:
-        print(json.dumps(fill(release, previous)))
+        report, donation = fill(release, previous)
     except WheelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    print(json.dumps(report), flush=True)
+    if donation and os.fork() == 0:  # the store is filled while the deploy goes on without it
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            donation()
+        finally:
+            os._exit(0)
     return 0

@@ -88,7 +88,7 @@ def describe(settings: Settings, plan: HostPlan, tarball: Path, app: str) -> Non
     plan.lines.append(f"upload: {upload}, {len(missing)} wheel(s) the host lacks" + (":" if missing else ""))
     plan.lines += [f"  {n}  {s // 1024} KiB" for n, s in sorted(missing.items(), key=lambda i: i[0].lower())]
     if current == "none":
-        plan.lines.append("dependencies: first deploy: every wheel installed")
+        plan.lines.append("dependencies: first deploy: every wheel installed (linked where this host installed it for another app)")
     elif changed or gone:
         words = [*(f"+{n}" for n in changed), *(f"-{n}" for n in gone)]
         plan.lines.append(f"dependencies: changed ({' '.join(words)}): those installed, the rest linked "
