@@ -30,6 +30,7 @@ import time
 from importlib.util import cache_from_source
 from pathlib import Path
 
+import host
 from host.store import Store
 
 MAP = "installed-wheels.txt"  # in each venv: `sha256 wheel dist-info` for every wheel in it
@@ -292,7 +293,9 @@ def fill(release: Path, previous: Path | None, home: str | None = None) -> tuple
     report = {"linked": len(linked), "stored": len(stored), "files_linked": placed,
               "installed": [wheel for wheel, _, _ in installed], "compiled": len(compiled),
               "unpack_s": round(unpacked - started, 3), "compile_s": round(time.monotonic() - unpacked, 3)}
-    return report, (lambda: donate(store, new, installed)) if store and installed else None
+    # not the app's own wheel: a new one every deploy, and the release's alone
+    donated = [one for one in installed if not one[0].lower().startswith(f"{host.PACKAGE.lower()}-")]
+    return report, (lambda: donate(store, new, donated)) if store and installed else None
 
 
 def entry_scheme(store: Store, digest: str) -> dict[str, str]:
