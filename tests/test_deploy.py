@@ -33,7 +33,7 @@ RELEASE_ID = re.compile(r"\d+\.\d+\.\d+-\d{8}T\d{6}Z")
 def shared_app(baked_project, sshd_host, tmp_path_factory, request) -> App:
     """One app, deployed once; tests that use it leave it serving."""
     app = new_app(baked_project, sshd_host, tmp_path_factory, request)
-    app.deploy()
+    app.first_deploy = app.deploy()
     return app
 
 
@@ -74,6 +74,11 @@ def test_deploy_serves_a_release_and_status_reports_it(serving):
     assert re.search(r'healthz: \{.*"status": "ok"', status.stdout), status.stdout
     assert release in status.stdout.split("healthz:")[1]
     assert f"{app.dir}/releases/{release}/venv/bin/gunicorn" in cmdline(pid)
+
+
+def test_the_first_deploy_prints_no_shell_error_for_the_host_program_it_has_not_yet_sent(serving):
+    said = output(serving.first_deploy)
+    assert "remote.sh: No such file" not in said and "bash:" not in said, said
 
 
 def test_local_ini_is_generated_private(serving):

@@ -117,7 +117,7 @@ def test_the_shared_connection_lives_in_a_private_directory(settings):
 def test_the_host_line_runs_the_hosts_copy_only_when_it_is_ours(settings):
     r = remote(settings)
     line = r.line("status", (), send=False, report=False, sha="ab12")
-    assert line.startswith('{ [ "$(sha256sum <apps/{{ cookiecutter.project_slug }}/remote.sh 2>/dev/null)" = \'ab12  -\' ] || exit 86; }')
+    assert line.startswith('{ [ "$(sha256sum 2>/dev/null <apps/{{ cookiecutter.project_slug }}/remote.sh)" = \'ab12  -\' ] || exit 86; }')
     assert line.endswith("exec sh apps/{{ cookiecutter.project_slug }}/remote.sh status")
     sent = r.line("status", (), send=True, report=True, sha="ab12")
     assert "cat >apps/{{ cookiecutter.project_slug }}/.remote.sh.$$ && mv -f" in sent and "sha256sum" not in sent

@@ -158,7 +158,8 @@ class Remote:
             incoming, tmp = shlex.quote(f"{self.dir}/.incoming"), shlex.quote(f"{self.dir}/.remote.sh.") + "$$"
             first = f"mkdir -p {incoming} && cat >{tmp} && mv -f {tmp} {where}"
         else:
-            same = f'[ "$(sha256sum <{where} 2>/dev/null)" = {shlex.quote(sha + "  -")} ]'
+            # 2>/dev/null first: the shell reports a missing file itself, before sha256sum runs.
+            same = f'[ "$(sha256sum 2>/dev/null <{where})" = {shlex.quote(sha + "  -")} ]'
             first = "{ " + f"{same} || exit {SEND_HOST}; " + "}"  # (no double braces: a cookiecutter template)
         words = " ".join(shlex.quote(word) for word in (command, *args))
         return f"{first} && {self.host_env(report, env)} exec sh {where} {words}"
